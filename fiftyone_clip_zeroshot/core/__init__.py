@@ -1,0 +1,18 @@
+"""The FiftyOne-free core: CLIP wrapper, window geometry, localizers and box extraction."""
+
+from fiftyone_clip_zeroshot.core.images import ImageLoadError, load_image
+from fiftyone_clip_zeroshot.core.localize import Localization, localize
+from fiftyone_clip_zeroshot.core.model import ClipModel, ModelLoadError, load_model
+from fiftyone_clip_zeroshot.core.options import LocalizeOptions, OptionsError
+
+__all__ = [
+    "ClipModel",
+    "ImageLoadError",
+    "Localization",
+    "LocalizeOptions",
+    "ModelLoadError",
+    "OptionsError",
+    "load_image",
+    "load_model",
+    "localize",
+]

@@ -1,0 +1,95 @@
+"""Scored windows / occlusion drops → instance boxes, merged and de-duplicated with supervision.
+
+Sliding window: confident windows are grouped around the best one (``sv.box_non_max_merge``
+with intersection-over-smaller, so windows of every scale around one object fall together);
+the windows that score nearly as well as the best all contain the object, so their
+intersection is a tight box. Occlusion: inside each confident context window, the cells whose
+hiding drops the score most form a mask, and ``sv.mask_to_xyxy`` boxes it. Either way,
+``Detections.with_nms`` removes duplicates across groups and scales.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import supervision as sv
+import torch
+
+from fiftyone_clip_zeroshot.core.options import LocalizeOptions
+from fiftyone_clip_zeroshot.core.windows import coverage_mean
+
+NEAR_BEST = 0.9  # windows scoring >= NEAR_BEST x the group's best take part in its intersection
+OCCLUSION_GRID = 32  # cells per side of a context's drop map
+DROP_FRACTION = 0.5  # a cell belongs to the object where its drop is >= this x the context's largest
+
+
+def make_detections(xyxy: np.ndarray, confidence: np.ndarray, class_id: int, prompt: str) -> sv.Detections:
+    """``sv.Detections`` for one prompt: class_id = prompt index and the prompt in ``data``."""
+    n = len(xyxy)
+    return sv.Detections(
+        xyxy=np.asarray(xyxy, np.float32).reshape(n, 4),
+        confidence=np.asarray(confidence, np.float32).reshape(n),
+        class_id=np.full(n, class_id, dtype=int),
+        data={"prompt": np.array([prompt] * n, dtype=object)},
+    )
+
+
+def finalize(detections: sv.Detections, opts: LocalizeOptions) -> sv.Detections:
+    """Drop duplicates (NMS) and keep the ``max_detections`` most confident, best first."""
+    if len(detections) == 0:
+        return detections
+    detections = detections.with_nms(threshold=opts.nms_iou)
+    order = np.argsort(-detections.confidence, kind="stable")[: opts.max_detections]
+    return detections[order]
+
+
+def fuse_windows(boxes: np.ndarray, probs: np.ndarray, class_id: int, prompt: str, opts: LocalizeOptions) -> sv.Detections:
+    """Windows ``(N, 4)`` with probabilities ``(N,)`` for one prompt → fused instance boxes."""
+    keep = probs >= opts.confidence_thresh
+    boxes, probs = boxes[keep], probs[keep]
+    if len(boxes) == 0:
+        return make_detections(np.zeros((0, 4)), np.zeros(0), class_id, prompt)
+    groups = sv.box_non_max_merge(
+        np.c_[boxes, probs], iou_threshold=opts.merge_overlap, overlap_metric=sv.OverlapMetric.IOS
+    )
+    fused, scores = [], []
+    for group in map(np.asarray, groups):
+        best = probs[group].max()
+        core = boxes[group[probs[group] >= NEAR_BEST * best]]
+        box = np.r_[core[:, :2].max(0), core[:, 2:].min(0)]
+        if box[2] <= box[0] or box[3] <= box[1]:
+            box = boxes[group[np.argmax(probs[group])]]
+        fused.append(box)
+        scores.append(best)
+    return finalize(make_detections(np.array(fused), np.array(scores), class_id, prompt), opts)
+
+
+def occlusion_boxes(
+    contexts: np.ndarray,
+    base: np.ndarray,
+    occluders: np.ndarray,
+    drops: np.ndarray,
+    class_id: int,
+    prompt: str,
+    opts: LocalizeOptions,
+) -> sv.Detections:
+    """Boxes from occlusion drops for one prompt.
+
+    ``contexts`` ``(C, 4)`` and their probabilities ``base`` ``(C,)``; ``occluders`` ``(C, K, 4)``
+    (image px) and the probability ``drops`` ``(C, K)`` they caused.
+    """
+    fused, scores = [], []
+    for c in np.flatnonzero(base >= opts.confidence_thresh):
+        if drops[c].max() <= 0:
+            continue
+        x1, y1, x2, y2 = contexts[c]
+        cell = np.array([x2 - x1, y2 - y1, x2 - x1, y2 - y1]) / OCCLUSION_GRID
+        local = occluders[c] - np.array([x1, y1, x1, y1])
+        grid = (OCCLUSION_GRID, OCCLUSION_GRID)
+        drop_map = coverage_mean(local, torch.from_numpy(drops[c][:, None]), (y2 - y1, x2 - x1), grid)[0].numpy()
+        mask = drop_map >= DROP_FRACTION * drop_map.max()
+        cx1, cy1, cx2, cy2 = sv.mask_to_xyxy(mask[None])[0].astype(np.float64)
+        fused.append(np.array([x1, y1, x1, y1]) + np.array([cx1, cy1, cx2 + 1, cy2 + 1]) * cell)
+        scores.append(base[c])
+    if not fused:
+        return make_detections(np.zeros((0, 4)), np.zeros(0), class_id, prompt)
+    return finalize(make_detections(np.array(fused), np.array(scores), class_id, prompt), opts)

@@ -1,0 +1,167 @@
+"""Sliding-window and occlusion localizers: one image in, a heatmap and detections per prompt out.
+
+Scores are calibrated per prompt against negative prompts (background, a generic object):
+``p = sigmoid(s_prompt - logsumexp(s_negatives))`` with CLIP's own logit scale, i.e. the
+probability that a window shows the prompt rather than any negative. The value has the same
+meaning on every image and does not depend on which other prompts were asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import supervision as sv
+import torch
+
+from fiftyone_clip_zeroshot.core.boxes import fuse_windows, occlusion_boxes
+from fiftyone_clip_zeroshot.core.images import ImageInput, load_image
+from fiftyone_clip_zeroshot.core.model import ClipModel
+from fiftyone_clip_zeroshot.core.options import LocalizeOptions, check_method, check_prompts
+from fiftyone_clip_zeroshot.core.windows import WindowGrid, coverage_mean, positions
+
+
+@dataclass
+class Localization:
+    """Result for one prompt.
+
+    ``heatmap``: float32 ``(h, w)`` in [0, 1], covering the whole image (``h/H == w/W`` up to
+    rounding); ``detections``: ``sv.Detections`` in image pixels with ``class_id`` = prompt
+    index and ``data["prompt"]``.
+    """
+
+    prompt: str
+    heatmap: np.ndarray
+    detections: sv.Detections
+
+
+def localize(
+    image: ImageInput,
+    prompts: str | Sequence[str],
+    model: ClipModel,
+    method: str = "sliding_window",
+    **options: Any,
+) -> list[Localization]:
+    """Localize each prompt in ``image``; one ``Localization`` per distinct prompt, in order.
+
+    ``method`` is ``"sliding_window"`` (score windows at several scales, fuse the best ones into
+    boxes) or ``"occlusion"`` (hide patches of context windows; where hiding drops the score
+    most is the object). ``options`` are ``LocalizeOptions`` fields.
+    """
+    check_method(method)
+    prompts = check_prompts(prompts)
+    opts = LocalizeOptions.create(**options)
+    pixels = load_image(image).to(model.device, non_blocking=True)
+    return localize_tensor(pixels, prompts, model, method, opts)
+
+
+def localize_tensor(
+    pixels: torch.Tensor, prompts: list[str], model: ClipModel, method: str, opts: LocalizeOptions
+) -> list[Localization]:
+    """``localize`` for an already decoded uint8 ``(3, H, W)`` tensor on the model's device."""
+    if opts.batch_size:
+        model.batch_size = opts.batch_size
+    scorer = PromptScorer(model, prompts, opts.negative_prompts)
+    image_hw = (int(pixels.shape[1]), int(pixels.shape[2]))
+    heat_hw = heatmap_shape(image_hw, opts.heatmap_size)
+    if method == "sliding_window":
+        boxes, probs = _score_windows(pixels, model, scorer, opts)
+        heat = coverage_mean(boxes, probs, image_hw, heat_hw)
+        detections = [fuse_windows(boxes, probs[:, p].cpu().numpy(), p, prompt, opts) for p, prompt in enumerate(prompts)]
+    else:
+        boxes, drops, context_boxes, base = _occlude(pixels, model, scorer, opts)
+        heat = coverage_mean(boxes.reshape(-1, 4), drops.reshape(-1, len(prompts)), image_hw, heat_hw)
+        detections = [
+            occlusion_boxes(context_boxes, base[:, p].cpu().numpy(), boxes, drops[..., p].cpu().numpy(), p, prompt, opts)
+            for p, prompt in enumerate(prompts)
+        ]
+    heat = heat.clamp(0, 1).cpu().numpy().astype(np.float32)
+    return [Localization(prompt, heat[p], detections[p]) for p, prompt in enumerate(prompts)]
+
+
+def heatmap_shape(image_hw: tuple[int, int], longest: int) -> tuple[int, int]:
+    """Heatmap grid with the image's aspect ratio and at most ``longest`` cells on its long side."""
+    scale = min(1.0, longest / max(image_hw))
+    return max(1, round(image_hw[0] * scale)), max(1, round(image_hw[1] * scale))
+
+
+class PromptScorer:
+    """Turns image embeddings into per-prompt probabilities against the negative prompts."""
+
+    def __init__(self, model: ClipModel, prompts: list[str], negatives: Sequence[str]):
+        self.scale = model.logit_scale
+        self.text = model.encode_text(prompts)
+        self.negatives = model.encode_text(list(negatives))
+
+    def __call__(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """``(N, D)`` unit embeddings → ``(N, P)`` probabilities in [0, 1]."""
+        positive = self.scale * embeddings @ self.text.T
+        negative = torch.logsumexp(self.scale * embeddings @ self.negatives.T, dim=1, keepdim=True)
+        return torch.sigmoid(positive - negative)
+
+
+def _window_grids(image_hw: tuple[int, int], scales: Sequence[float], stride: float, size: int) -> list[WindowGrid]:
+    short = min(image_hw)
+    return [WindowGrid.build(image_hw, max(1.0, s * short), max(1.0, s * short * stride), size) for s in scales]
+
+
+def _score_windows(pixels: torch.Tensor, model: ClipModel, scorer: PromptScorer, opts: LocalizeOptions):
+    """All windows of all scales → ``(N, 4)`` boxes (numpy, image px) and ``(N, P)`` probabilities."""
+    boxes, probs = [], []
+    for grid in _window_grids(tuple(pixels.shape[1:]), opts.window_scales, opts.window_stride, model.image_size):
+        resized = grid.resize(pixels)
+        embeddings = model.encode_batches(len(grid), lambda idx: grid.crops(resized, idx))
+        boxes.append(grid.boxes)
+        probs.append(scorer(embeddings))
+    return np.concatenate(boxes), torch.cat(probs)
+
+
+def _occluder_masks(size: int, opts: LocalizeOptions, device: torch.device) -> tuple[torch.Tensor, np.ndarray]:
+    """``(K, 1, S, S)`` keep-masks (0 where hidden) and their ``(K, 4)`` boxes in input pixels."""
+    side = max(1, round(opts.occluder_size * size))
+    starts = positions(size, side, max(1, round(side * opts.occluder_stride)))
+    yy, xx = np.meshgrid(starts, starts, indexing="ij")
+    boxes = np.stack([xx.ravel(), yy.ravel(), xx.ravel() + side, yy.ravel() + side], 1)
+    masks = torch.ones(len(boxes), 1, size, size, device=device)
+    for k, (x1, y1, x2, y2) in enumerate(boxes):
+        masks[k, :, y1:y2, x1:x2] = 0
+    return masks, boxes.astype(np.float64)
+
+
+def _fill_value(model: ClipModel, fill: str, device: torch.device) -> torch.Tensor:
+    rgb = {"mean": [255 * m for m in model.image_mean], "black": [0.0] * 3, "gray": [127.5] * 3}[fill]
+    return torch.tensor(rgb, device=device).view(1, 3, 1, 1)
+
+
+def _occlude(pixels: torch.Tensor, model: ClipModel, scorer: PromptScorer, opts: LocalizeOptions):
+    """Occlusion over context windows.
+
+    Returns occluder boxes ``(C, K, 4)`` in image px, probability drops ``(C, K, P)`` (clamped
+    at 0), context boxes ``(C, 4)`` and context probabilities ``(C, P)``.
+    """
+    size = model.image_size
+    keep, occluders = _occluder_masks(size, opts, pixels.device)
+    fill = _fill_value(model, opts.occluder_fill, pixels.device)
+    count = len(keep)
+    all_boxes, all_drops, all_contexts, all_base = [], [], [], []
+    for grid in _window_grids(tuple(pixels.shape[1:]), opts.context_scales, opts.context_stride, size):
+        resized = grid.resize(pixels)
+
+        def occluded(idx: slice, grid=grid, resized=resized) -> torch.Tensor:
+            flat = np.arange(idx.start, idx.stop)
+            crops = grid.crops(resized, flat // count)
+            mask = keep[flat % count]
+            return crops * mask + fill * (1 - mask)
+
+        base = scorer(model.encode_batches(len(grid), lambda idx, grid=grid, resized=resized: grid.crops(resized, idx)))
+        hidden = scorer(model.encode_batches(len(grid) * count, occluded)).view(len(grid), count, -1)
+        contexts = grid.boxes
+        scale = (contexts[:, 2:] - contexts[:, :2]) / size
+        boxes = contexts[:, None, :2].repeat(2, -1) + occluders[None] * np.tile(scale, 2)[:, None, :]
+        all_boxes.append(boxes)
+        all_drops.append((base[:, None, :] - hidden).clamp(min=0))
+        all_contexts.append(contexts)
+        all_base.append(base)
+    return np.concatenate(all_boxes), torch.cat(all_drops), np.concatenate(all_contexts), torch.cat(all_base)

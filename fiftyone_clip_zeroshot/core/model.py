@@ -1,0 +1,181 @@
+"""A CLIP checkpoint on a device: cached text embeddings and batched image embeddings.
+
+``load_model`` takes any Hugging Face CLIP checkpoint id or local folder, plus the names of the
+checkpoints that ship inside this package (``"shapes-world"``), and loads them all the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+PACKAGED_MODELS: dict[str, Path] = {
+    "shapes-world": Path(__file__).resolve().parents[1] / "models" / "shapes-world",
+}
+
+logger = logging.getLogger(__name__)
+
+
+class ModelLoadError(RuntimeError):
+    """The CLIP weights could not be found or are not a CLIP checkpoint."""
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
+
+
+@dataclass
+class ClipModel:
+    """A loaded CLIP model with what the localizers need: input size, normalization, embeddings.
+
+    ``batch_size`` is the image batch size; it halves (and stays halved) on out-of-memory errors.
+    """
+
+    name: str
+    model: torch.nn.Module
+    tokenizer: Callable
+    image_size: int
+    image_mean: tuple[float, float, float]
+    image_std: tuple[float, float, float]
+    device: torch.device
+    dtype: torch.dtype
+    batch_size: int = 256
+    _text_cache: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.model.logit_scale.detach().exp())
+
+    @property
+    def max_text_tokens(self) -> int:
+        return int(self.model.config.text_config.max_position_embeddings)
+
+    @torch.inference_mode()
+    def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Unit-norm text embeddings ``(P, D)`` in float32, computed once per distinct prompt."""
+        missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
+        if missing:
+            tokens = self.tokenizer(list(missing), padding=True, return_tensors="pt")
+            too_long = [p for p, n in zip(missing, self._token_counts(missing)) if n > self.max_text_tokens]
+            for prompt in too_long:
+                warnings.warn(f"prompt longer than {self.max_text_tokens} tokens was truncated: {prompt[:60]!r}...")
+            if too_long:
+                tokens = self.tokenizer(list(missing), padding=True, truncation=True,
+                                        max_length=self.max_text_tokens, return_tensors="pt")
+            tokens = {k: v.to(self.device) for k, v in tokens.items()}
+            features = self.model.get_text_features(**tokens).pooler_output
+            for prompt, emb in zip(missing, F.normalize(features.float(), dim=-1)):
+                self._text_cache[prompt] = emb
+        return torch.stack([self._text_cache[p] for p in prompts])
+
+    def _token_counts(self, prompts: Sequence[str]) -> list[int]:
+        return [len(ids) for ids in self.tokenizer(list(prompts)).input_ids]
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8/float ``(N, 3, S, S)`` in 0..255 → the model's normalized input dtype."""
+        mean = torch.tensor(self.image_mean, device=images.device).view(1, 3, 1, 1) * 255
+        std = torch.tensor(self.image_std, device=images.device).view(1, 3, 1, 1) * 255
+        return ((images.float() - mean) / std).to(self.dtype)
+
+    @torch.inference_mode()
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Unit-norm image embeddings ``(N, D)`` float32 of ``(N, 3, S, S)`` 0..255 images on the device."""
+        return self.encode_batches(len(images), lambda idx: images[idx])
+
+    @torch.inference_mode()
+    def encode_batches(self, count: int, make_batch: Callable[[slice], torch.Tensor]) -> torch.Tensor:
+        """Embed ``count`` images produced batch by batch by ``make_batch(slice)`` (0..255, on device).
+
+        Building each batch lazily keeps memory bounded; on out-of-memory the batch is halved
+        and retried, and the smaller size is kept for the rest of the run.
+        """
+        out: list[torch.Tensor] = []
+        start = 0
+        while start < count:
+            stop = min(count, start + self.batch_size)
+            try:
+                pixels = self.normalize(make_batch(slice(start, stop)))
+                features = self.model.get_image_features(pixel_values=pixels).pooler_output
+            except (RuntimeError, torch.OutOfMemoryError) as error:
+                if not is_out_of_memory(error) or self.batch_size == 1:
+                    raise
+                self.batch_size = max(1, self.batch_size // 2)
+                logger.warning("out of memory; image batch size lowered to %d", self.batch_size)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
+            out.append(F.normalize(features.float(), dim=-1))
+            start = stop
+        if not out:
+            return torch.empty(0, self.model.config.projection_dim, device=self.device)
+        return torch.cat(out)
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Map a packaged model name to its folder; anything else is passed on as a hub id or path."""
+    return str(PACKAGED_MODELS.get(name_or_path, name_or_path))
+
+
+def load_model(
+    name_or_path: str = DEFAULT_MODEL,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    batch_size: int = 256,
+) -> ClipModel:
+    """Load a CLIP checkpoint (hub id, local folder, or ``"shapes-world"``) onto ``device``.
+
+    ``device`` defaults to CUDA when available; ``dtype`` to float16 on GPU and float32 on CPU.
+    Raises ``ModelLoadError`` with the fix when the weights are missing or not a CLIP model.
+    """
+    from transformers import AutoTokenizer, CLIPModel
+    from transformers.utils import cached_file
+
+    device = torch.device(device) if device is not None else default_device()
+    dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+    source = resolve_model_path(name_or_path)
+    try:
+        model = CLIPModel.from_pretrained(source, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        with open(cached_file(source, "preprocessor_config.json")) as f:
+            preprocess = json.load(f)
+    except (OSError, ValueError, KeyError) as error:
+        raise ModelLoadError(_load_error_message(name_or_path, error)) from error
+    size = preprocess.get("crop_size", model.config.vision_config.image_size)
+    return ClipModel(
+        name=name_or_path,
+        model=model.to(device).eval(),
+        tokenizer=tokenizer,
+        image_size=int(size["height"] if isinstance(size, dict) else size),
+        image_mean=tuple(preprocess.get("image_mean", (0.48145466, 0.4578275, 0.40821073))),
+        image_std=tuple(preprocess.get("image_std", (0.26862954, 0.26130258, 0.27577711))),
+        device=device,
+        dtype=dtype,
+        batch_size=batch_size,
+    )
+
+
+def _load_error_message(name_or_path: str, error: BaseException) -> str:
+    if Path(name_or_path).exists():
+        return (
+            f"{name_or_path!r} is not a CLIP checkpoint folder (it needs config.json, model weights, "
+            f"tokenizer files and preprocessor_config.json, as written by CLIPModel/CLIPProcessor.save_pretrained): {error}"
+        )
+    packaged = ", ".join(repr(n) for n in PACKAGED_MODELS)
+    return (
+        f"Could not load CLIP weights {name_or_path!r}: they are not in the local Hugging Face cache and the hub "
+        f"could not be reached. Download them once on a machine with internet access "
+        f"(`hf download {name_or_path}`, or any from_pretrained call), or pass a local folder, "
+        f"or use a packaged model ({packaged}) to try the plugin offline. Cause: {type(error).__name__}: {error}"
+    )

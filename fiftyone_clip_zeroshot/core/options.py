@@ -1,0 +1,86 @@
+"""Localizer options: one validated set, checked before any image is touched."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+METHODS = ("sliding_window", "occlusion")
+FILLS = ("mean", "black", "gray")
+
+
+class OptionsError(ValueError):
+    """An option is out of range; raised before any work starts."""
+
+
+@dataclass(frozen=True)
+class LocalizeOptions:
+    """Everything that shapes a localization; sizes are fractions so they scale with the image.
+
+    Window and context sides are fractions of the image's shorter side; strides and occluder
+    sizes are fractions of the window they move in.
+    """
+
+    window_scales: tuple[float, ...] = (0.12, 0.2, 0.32, 0.5, 0.75)
+    window_stride: float = 0.34
+    context_scales: tuple[float, ...] = (0.25, 0.5)
+    context_stride: float = 0.5
+    occluder_size: float = 0.25
+    occluder_stride: float = 0.5
+    occluder_fill: str = "mean"
+    confidence_thresh: float = 0.5
+    max_detections: int = 10
+    nms_iou: float = 0.5
+    merge_overlap: float = 0.6
+    negative_prompts: tuple[str, ...] = ("a photo of background", "a photo of an object")
+    heatmap_size: int = 256
+    batch_size: int | None = None
+
+    @classmethod
+    def create(cls, **options: Any) -> LocalizeOptions:
+        """Build from keyword options, naming any unknown one, and validate."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise OptionsError(f"unknown option(s) {unknown}; known options: {sorted(known)}")
+        given = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items() if v is not None}
+        opts = replace(cls(), **given)
+        opts.validate()
+        return opts
+
+    def validate(self) -> None:
+        def check(ok: bool, message: str) -> None:
+            if not ok:
+                raise OptionsError(message)
+
+        for name in ("window_scales", "context_scales"):
+            scales = getattr(self, name)
+            check(len(scales) > 0 and all(0 < s <= 1 for s in scales),
+                  f"{name} must be fractions of the shorter image side in (0, 1], got {scales}")
+        for name in ("window_stride", "context_stride", "occluder_size", "occluder_stride"):
+            value = getattr(self, name)
+            check(0 < value <= 1, f"{name} must be in (0, 1] (a fraction of its window), got {value}")
+        for name in ("confidence_thresh", "nms_iou", "merge_overlap"):
+            value = getattr(self, name)
+            check(0 <= value <= 1, f"{name} must be in [0, 1], got {value}")
+        check(self.occluder_fill in FILLS, f"occluder_fill must be one of {FILLS}, got {self.occluder_fill!r}")
+        check(self.max_detections >= 1, f"max_detections must be >= 1, got {self.max_detections}")
+        check(self.heatmap_size >= 8, f"heatmap_size must be >= 8, got {self.heatmap_size}")
+        check(self.batch_size is None or self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        check(len(self.negative_prompts) > 0, "negative_prompts needs at least one prompt (e.g. 'a photo of background')")
+
+
+def check_method(method: str) -> str:
+    if method not in METHODS:
+        raise OptionsError(f"method must be one of {METHODS}, got {method!r}")
+    return method
+
+
+def check_prompts(prompts: Any) -> list[str]:
+    """A non-empty list of non-blank prompts (a single string is one prompt); duplicates removed in order."""
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    prompts = list(prompts or [])
+    if not prompts or any(not isinstance(p, str) or not p.strip() for p in prompts):
+        raise OptionsError("prompts must be a non-empty list of non-blank strings, e.g. ['a red circle']")
+    return list(dict.fromkeys(p.strip() for p in prompts))

@@ -1,0 +1,113 @@
+"""Window geometry and on-device cropping.
+
+All windows of one scale have the same size, so instead of resizing each crop we resize the
+whole image once (antialiased, on the device) by the factor that makes a window exactly the
+model's input size, then gather every window as an integer-offset slice of that image. The
+grid always ends flush with the right and bottom edges, so every pixel is covered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def positions(length: int, window: int, stride: int) -> np.ndarray:
+    """Start offsets of windows of ``window`` px every ``stride`` px, the last one flush with the end."""
+    if window >= length:
+        return np.zeros(1, np.int64)
+    starts = np.arange(0, length - window + 1, max(1, stride), dtype=np.int64)
+    if starts[-1] != length - window:
+        starts = np.append(starts, length - window)
+    return starts
+
+
+@dataclass(frozen=True)
+class WindowGrid:
+    """One scale of windows over an image resized to ``resized_hw`` so that a window is ``size`` px.
+
+    ``xs``/``ys`` are window offsets in resized pixels; ``boxes`` gives the same windows as
+    xyxy in original pixels (exact: a resized pixel spans ``W / resized_w`` original pixels).
+    """
+
+    image_hw: tuple[int, int]
+    resized_hw: tuple[int, int]
+    size: int
+    xs: np.ndarray
+    ys: np.ndarray
+
+    @classmethod
+    def build(cls, image_hw: tuple[int, int], window: float, stride: float, size: int) -> WindowGrid:
+        """Windows of ``window`` original px (clipped to the image) every ``stride`` original px."""
+        height, width = image_hw
+        wx, wy = min(window, width), min(window, height)
+        resized = (max(size, round(height * size / wy)), max(size, round(width * size / wx)))
+        sx, sy = max(1, round(stride * size / wx)), max(1, round(stride * size / wy))
+        return cls(image_hw, resized, size, positions(resized[1], size, sx), positions(resized[0], size, sy))
+
+    def __len__(self) -> int:
+        return len(self.xs) * len(self.ys)
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """``(N, 2)`` (x, y) resized-pixel offsets, row-major (y outer)."""
+        yy, xx = np.meshgrid(self.ys, self.xs, indexing="ij")
+        return np.stack([xx.ravel(), yy.ravel()], 1)
+
+    @property
+    def boxes(self) -> np.ndarray:
+        """``(N, 4)`` float64 xyxy windows in original pixels."""
+        (height, width), (rh, rw) = self.image_hw, self.resized_hw
+        off = self.offsets.astype(np.float64)
+        scale = np.array([width / rw, height / rh, width / rw, height / rh])
+        return np.concatenate([off, off + self.size], 1) * scale
+
+    def resize(self, image: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(3, H, W)`` → float ``(3, *resized_hw)`` in 0..255, antialiased."""
+        return resize(image, self.resized_hw)
+
+    def crops(self, resized: torch.Tensor, index: slice | np.ndarray) -> torch.Tensor:
+        """Windows ``index`` (into ``offsets``) gathered from ``resized`` as ``(n, 3, size, size)``."""
+        off = torch.as_tensor(self.offsets[index], device=resized.device)
+        return gather(resized, off[:, 0], off[:, 1], self.size)
+
+
+def resize(image: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """uint8/float ``(3, H, W)`` → float ``(3, *hw)``, antialiased when shrinking."""
+    if tuple(image.shape[-2:]) == tuple(hw):
+        return image.float()
+    return F.interpolate(image[None].float(), size=hw, mode="bilinear", antialias=True, align_corners=False)[0]
+
+
+def gather(image: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, size: int) -> torch.Tensor:
+    """``(n, 3, size, size)`` slices of ``(3, H, W)`` ``image`` at integer offsets, in one indexing op."""
+    steps = torch.arange(size, device=image.device)
+    rows = (ys[:, None] + steps)[:, :, None]
+    cols = (xs[:, None] + steps)[:, None, :]
+    return image[:, rows, cols].permute(1, 0, 2, 3)
+
+
+def coverage_mean(boxes: np.ndarray, values: torch.Tensor, image_hw: tuple[int, int], heat_hw: tuple[int, int]) -> torch.Tensor:
+    """Mean of ``values`` ``(N, P)`` over the boxes covering each cell of a ``heat_hw`` grid → ``(P, h, w)``.
+
+    Uses 2-D difference arrays, so the cost is O(N·P + P·h·w) whatever the box sizes.
+    """
+    (height, width), (h, w) = image_hw, heat_hw
+    b = np.asarray(boxes, np.float64) * np.array([w / width, h / height, w / width, h / height])
+    x1 = np.clip(np.floor(b[:, 0] + 0.5), 0, w - 1).astype(np.int64)
+    y1 = np.clip(np.floor(b[:, 1] + 0.5), 0, h - 1).astype(np.int64)
+    x2 = np.clip(np.maximum(np.floor(b[:, 2] + 0.5), x1 + 1), 1, w).astype(np.int64)
+    y2 = np.clip(np.maximum(np.floor(b[:, 3] + 0.5), y1 + 1), 1, h).astype(np.int64)
+    corners = torch.as_tensor(np.stack([y1 * (w + 1) + x1, y1 * (w + 1) + x2, y2 * (w + 1) + x1, y2 * (w + 1) + x2]),
+                              device=values.device)
+    signs = torch.tensor([1.0, -1.0, -1.0, 1.0], device=values.device)
+    ones = torch.ones(len(b), 1, device=values.device)
+    stacked = torch.cat([values.float(), ones], 1)  # last channel counts coverage
+    diff = torch.zeros(stacked.shape[1], (h + 1) * (w + 1), device=values.device)
+    for corner, sign in zip(corners, signs):
+        diff.index_add_(1, corner, stacked.T * sign)
+    total = diff.view(-1, h + 1, w + 1).cumsum(1).cumsum(2)[:, :h, :w]
+    return total[:-1] / total[-1:].clamp(min=1)

@@ -1,0 +1,266 @@
+"""A seeded, procedurally generated "shapes world": coloured shapes on muted, cluttered backgrounds.
+
+It stands in for real photos where no real CLIP weights can be had: the shipped tiny CLIP is
+trained on its single-object crops, and its multi-object scenes (with exact ground-truth boxes)
+measure the localizers. Every item is a pure function of ``(seed, index)``.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (215, 35, 35),
+    "orange": (245, 135, 20),
+    "yellow": (235, 215, 30),
+    "green": (40, 165, 55),
+    "blue": (35, 75, 220),
+    "purple": (145, 45, 195),
+}
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross")
+CLASSES: tuple[str, ...] = tuple(f"{c} {s}" for c in COLORS for s in SHAPES)
+BACKGROUND = "background"
+
+CAPTION_TEMPLATES: tuple[str, ...] = (
+    "a photo of a {}",
+    "a {}",
+    "a picture of a {}",
+    "an image of a {}",
+    "{}",
+    "a photo of the {}",
+    "a {} shape",
+    "a small {}",
+    "a large {}",
+)
+BACKGROUND_CAPTIONS: tuple[str, ...] = (
+    "a photo of background",
+    "background",
+    "an empty background",
+    "a photo of nothing",
+    "a picture of an empty scene",
+)
+GENERIC_CAPTIONS: tuple[str, ...] = ("an object", "a shape", "a photo of an object", "a photo of a shape", "something")
+
+
+@dataclass
+class Scene:
+    """A rendered scene: RGB image plus ground truth (``boxes`` is ``(N, 4)`` xyxy pixels)."""
+
+    image: Image.Image
+    boxes: np.ndarray
+    labels: list[str] = field(default_factory=list)
+
+
+def _rng(seed: int, index: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng([seed, stream, index])
+
+
+def _muted_color(rng: np.random.Generator) -> tuple[int, int, int]:
+    """A low-saturation colour, so that backgrounds never read as one of ``COLORS``."""
+    h, s, v = rng.random(), rng.uniform(0.0, 0.22), rng.uniform(0.25, 0.95)
+    return tuple(int(255 * c) for c in colorsys.hsv_to_rgb(h, s, v))
+
+
+def _background(rng: np.random.Generator, width: int, height: int) -> Image.Image:
+    """Solid, gradient, stripe-texture or noise background in muted colours."""
+    a = np.array(_muted_color(rng), np.float32)
+    b = np.array(_muted_color(rng), np.float32)
+    kind = rng.integers(4)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    if kind == 0:
+        t = np.zeros((height, width), np.float32)
+    elif kind == 1:
+        angle = rng.uniform(0, 2 * math.pi)
+        t = xx * math.cos(angle) + yy * math.sin(angle)
+        t = (t - t.min()) / max(float(np.ptp(t)), 1.0)
+    elif kind == 2:
+        angle, period = rng.uniform(0, math.pi), rng.uniform(6, 40)
+        t = 0.5 + 0.5 * np.sin((xx * math.cos(angle) + yy * math.sin(angle)) * 2 * math.pi / period)
+        t *= rng.uniform(0.2, 0.6)
+    else:
+        coarse = rng.random((max(2, height // 16), max(2, width // 16))).astype(np.float32)
+        t = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BILINEAR))
+    img = a[None, None] * (1 - t[..., None]) + b[None, None] * t[..., None]
+    img += rng.normal(0, rng.uniform(2, 12), img.shape)
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+
+
+def _add_clutter(rng: np.random.Generator, img: Image.Image, count: int) -> None:
+    """Thin muted lines, rings and dots: texture that is not an object."""
+    draw = ImageDraw.Draw(img)
+    w, h = img.size
+    for _ in range(count):
+        color = _muted_color(rng)
+        x, y = rng.uniform(0, w), rng.uniform(0, h)
+        r = rng.uniform(2, max(3.0, min(w, h) * 0.08))
+        kind = rng.integers(3)
+        if kind == 0:
+            x2, y2 = x + rng.normal(0, r * 3), y + rng.normal(0, r * 3)
+            draw.line([(x, y), (x2, y2)], fill=color, width=int(rng.integers(1, 3)))
+        elif kind == 1:
+            draw.ellipse([x - r, y - r, x + r, y + r], outline=color, width=1)
+        else:
+            draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=color)
+
+
+def _polygon(shape: str, cx: float, cy: float, size: float, angle: float) -> list[tuple[float, float]]:
+    """Vertices of ``shape`` whose unrotated extent is ``size`` pixels, rotated by ``angle``."""
+    r = size / 2
+    if shape == "circle":
+        pts = [(r * math.cos(t), r * math.sin(t)) for t in np.linspace(0, 2 * math.pi, 48, endpoint=False)]
+    elif shape == "square":
+        s = r * 0.82
+        pts = [(-s, -s), (s, -s), (s, s), (-s, s)]
+    elif shape == "triangle":
+        pts = [(r * math.cos(t), r * math.sin(t)) for t in (-math.pi / 2, math.pi / 6, 5 * math.pi / 6)]
+    elif shape == "star":
+        pts = [
+            ((r if k % 2 == 0 else r * 0.42) * math.cos(-math.pi / 2 + k * math.pi / 5),
+             (r if k % 2 == 0 else r * 0.42) * math.sin(-math.pi / 2 + k * math.pi / 5))
+            for k in range(10)
+        ]
+    elif shape == "cross":
+        a, b = r, r * 0.33
+        pts = [(-b, -a), (b, -a), (b, -b), (a, -b), (a, b), (b, b), (b, a), (-b, a), (-b, b), (-a, b), (-a, -b), (-b, -b)]
+    else:
+        raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
+    ca, sa = math.cos(angle), math.sin(angle)
+    return [(cx + x * ca - y * sa, cy + x * sa + y * ca) for x, y in pts]
+
+
+def _jitter(rng: np.random.Generator, rgb: tuple[int, int, int], amount: int = 22) -> tuple[int, ...]:
+    return tuple(int(np.clip(c + rng.integers(-amount, amount + 1), 0, 255)) for c in rgb)
+
+
+def _draw_object(rng: np.random.Generator, img: Image.Image, label: str, cx: float, cy: float, size: float) -> np.ndarray:
+    """Draw ``label`` ("colour shape") centred at (cx, cy); returns its visible xyxy box."""
+    color_name, shape = label.split(" ")
+    pts = _polygon(shape, cx, cy, size, rng.uniform(0, 2 * math.pi))
+    draw = ImageDraw.Draw(img)
+    fill = _jitter(rng, COLORS[color_name])
+    outline = tuple(int(c * 0.6) for c in fill) if rng.random() < 0.5 else None
+    draw.polygon(pts, fill=fill, outline=outline)
+    xy = np.array(pts)
+    w, h = img.size
+    x1, y1 = np.clip(xy.min(0), 0, [w, h])
+    x2, y2 = np.clip(xy.max(0), 0, [w, h])
+    return np.array([x1, y1, x2, y2], np.float32)
+
+
+def render_crop(seed: int, index: int, size: int = 64, empty_rate: float = 0.08) -> tuple[Image.Image, str]:
+    """One training/eval crop: a single object (or none) on a cluttered background.
+
+    Returns the ``size``×``size`` image and its class name (a ``CLASSES`` entry or ``BACKGROUND``).
+    The crop is rendered at 2–4× and downsampled, as a window of a scene is.
+    """
+    rng = _rng(seed, index, 0)
+    scale = int(rng.integers(2, 5))
+    canvas = size * scale
+    img = _background(rng, canvas, canvas)
+    _add_clutter(rng, img, int(rng.integers(0, 8)))
+    if rng.random() < empty_rate:
+        label = BACKGROUND
+    else:
+        label = CLASSES[int(rng.integers(len(CLASSES)))]
+        if rng.random() < 0.2:  # a partial neighbour at the crop's edge
+            other = CLASSES[int(rng.integers(len(CLASSES)))]
+            edge = rng.choice([-1, 1], 2) * canvas * rng.uniform(0.45, 0.6)
+            _draw_object(rng, img, other, canvas / 2 + edge[0], canvas / 2 + edge[1], canvas * rng.uniform(0.25, 0.45))
+        obj = canvas * rng.uniform(0.35, 0.95)
+        slack = max(canvas - obj, 0) / 2 + obj * 0.1
+        cx, cy = canvas / 2 + rng.uniform(-slack, slack, 2)
+        _draw_object(rng, img, label, cx, cy, obj)
+    if rng.random() < 0.3:
+        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2) * scale))
+    return img.resize((size, size), Image.BOX), label
+
+
+@dataclass(frozen=True)
+class Caption:
+    """A caption and what it asserts: ``colour``/``shape`` are ``None`` where the text leaves them open."""
+
+    text: str
+    colour: str | None
+    shape: str | None
+    background: bool = False
+
+    @property
+    def specificity(self) -> int:
+        """How many attributes the caption names: 2 for "colour shape" and for background."""
+        return 2 if self.background else (self.colour is not None) + (self.shape is not None)
+
+    def matches(self, label: str) -> bool:
+        """Whether this caption is a true description of a crop of class ``label``."""
+        if label == BACKGROUND or self.background:
+            return label == BACKGROUND and self.background
+        colour, shape = label.split(" ")
+        return self.colour in (None, colour) and self.shape in (None, shape)
+
+
+def caption(label: str, rng: np.random.Generator) -> Caption:
+    """A random true caption for class ``label``: mostly "colour shape", sometimes only the colour,
+    only the shape or just "an object", so that generic prompts mean something to the model.
+    A quarter get a made-up word the model learns to ignore."""
+    pick = rng.random()
+    if label == BACKGROUND:
+        cap = Caption(_choice(rng, BACKGROUND_CAPTIONS), None, None, background=True)
+    elif pick < 0.1:
+        cap = Caption(_choice(rng, GENERIC_CAPTIONS), None, None)
+    else:
+        colour, shape = label.split(" ")
+        if pick < 0.2:
+            colour = None
+        elif pick < 0.3:
+            shape = None
+        phrase = f"{colour} {shape or _choice(rng, ('shape', 'object'))}" if colour else shape
+        cap = Caption(_choice(rng, CAPTION_TEMPLATES).format(phrase), colour, shape)
+    if rng.random() < 0.25:
+        words = cap.text.split(" ")
+        junk = "".join(chr(ord("a") + int(k)) for k in rng.integers(0, 26, int(rng.integers(3, 9))))
+        words.insert(int(rng.integers(0, len(words) + 1)), junk)
+        cap = Caption(" ".join(words), cap.colour, cap.shape, cap.background)
+    return cap
+
+
+def _choice(rng: np.random.Generator, options: tuple[str, ...]) -> str:
+    return options[int(rng.integers(len(options)))]
+
+
+def render_scene(
+    seed: int,
+    index: int,
+    width: int = 640,
+    height: int = 480,
+    max_objects: int = 6,
+    classes: tuple[str, ...] = CLASSES,
+) -> Scene:
+    """A scene with 0..``max_objects`` shapes of 24–220 px drawn from ``classes``; overlaps are bounded."""
+    rng = _rng(seed, index, 1)
+    img = _background(rng, width, height)
+    _add_clutter(rng, img, int(rng.integers(5, 30)))
+    boxes: list[np.ndarray] = []
+    labels: list[str] = []
+    for _ in range(int(rng.integers(0, max_objects + 1))):
+        for _attempt in range(20):
+            size = float(np.exp(rng.uniform(math.log(24), math.log(220))))
+            cx, cy = rng.uniform(size / 2, width - size / 2), rng.uniform(size / 2, height - size / 2)
+            box = np.array([cx - size / 2, cy - size / 2, cx + size / 2, cy + size / 2])
+            if all(_overlap_fraction(box, other) < 0.25 for other in boxes):
+                label = classes[int(rng.integers(len(classes)))]
+                boxes.append(_draw_object(rng, img, label, cx, cy, size))
+                labels.append(label)
+                break
+    return Scene(img, np.array(boxes, np.float32).reshape(-1, 4), labels)
+
+
+def _overlap_fraction(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection area over the smaller box's area, so a small shape is never hidden under a big one."""
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return float(iw * ih / max(smaller, 1e-6))

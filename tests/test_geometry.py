@@ -1,0 +1,64 @@
+"""Window geometry: full coverage including edges, exact mapping back to pixels, exact crops."""
+
+import numpy as np
+import pytest
+import torch
+
+from fiftyone_clip_zeroshot.core.windows import WindowGrid, coverage_mean, positions, resize
+
+
+@pytest.mark.parametrize("length,window,stride", [(100, 30, 7), (512, 64, 21), (64, 64, 8), (10, 40, 5), (257, 256, 1)])
+def test_positions_cover_every_pixel_including_edges(length, window, stride):
+    starts = positions(length, window, stride)
+    covered = np.zeros(length, bool)
+    for s in starts:
+        covered[s : s + window] = True
+    assert covered.all()
+    assert starts[0] == 0 and starts[-1] == max(0, length - window)
+    assert np.all(np.diff(starts) <= stride) and np.all(np.diff(starts) > 0)
+
+
+@pytest.mark.parametrize("hw,window,stride", [((384, 512), 46, 15), ((480, 640), 300, 100), ((37, 900), 60, 20), ((3456, 5184), 1536, 256)])
+def test_grid_boxes_cover_image_and_map_back_exactly(hw, window, stride):
+    grid = WindowGrid.build(hw, window, stride, 64)
+    boxes = grid.boxes
+    height, width = hw
+    assert boxes[:, 0].min() == 0 and boxes[:, 1].min() == 0
+    assert np.isclose(boxes[:, 2].max(), width) and np.isclose(boxes[:, 3].max(), height)
+    # a window is exactly `size` resized pixels, i.e. size * W / resized_w original pixels
+    rh, rw = grid.resized_hw
+    assert np.allclose(boxes[:, 2] - boxes[:, 0], 64 * width / rw)
+    assert np.allclose(boxes[:, 3] - boxes[:, 1], 64 * height / rh)
+    # resized pixel offsets map to original coordinates by the exact resize ratio
+    assert np.allclose(boxes[:, :2], grid.offsets * [width / rw, height / rh])
+
+
+def test_crops_equal_slices_of_the_resized_image():
+    image = torch.randint(0, 256, (3, 200, 300), dtype=torch.uint8)
+    grid = WindowGrid.build((200, 300), 50, 20, 32)
+    resized = grid.resize(image)
+    assert tuple(resized.shape[1:]) == grid.resized_hw
+    crops = grid.crops(resized, np.arange(len(grid)))
+    for i, (x, y) in enumerate(grid.offsets):
+        assert torch.equal(crops[i], resized[:, y : y + 32, x : x + 32])
+
+
+def test_resize_of_identity_size_is_lossless():
+    image = torch.randint(0, 256, (3, 20, 30), dtype=torch.uint8)
+    assert torch.equal(resize(image, (20, 30)), image.float())
+
+
+def test_coverage_mean_matches_brute_force():
+    rng = np.random.default_rng(0)
+    corner = rng.uniform(0, 45, (40, 2))
+    boxes = np.c_[corner, np.minimum(corner + rng.uniform(1, 20, (40, 2)), 50)]
+    values = torch.rand(40, 2)
+    heat = coverage_mean(boxes, values, (50, 50), (50, 50)).numpy()
+    cells = np.floor(boxes + 0.5).astype(int)
+    total = np.zeros((2, 50, 50))
+    count = np.zeros((50, 50))
+    for (x1, y1, x2, y2), v in zip(cells, values.numpy()):
+        x2, y2 = max(x2, x1 + 1), max(y2, y1 + 1)
+        total[:, y1:y2, x1:x2] += v[:, None, None]
+        count[y1:y2, x1:x2] += 1
+    assert np.allclose(heat, total / np.maximum(count, 1), atol=1e-5)
