@@ -1,7 +1,6 @@
 """Test setup: FiftyOne and Hugging Face point at temporary folders, never the user's own."""
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -32,7 +31,3 @@ def tmp_root() -> Path:
 def shapes_model():
     """The shipped shapes-world CLIP, loaded through the same path as any hub checkpoint."""
     return load_model("shapes-world", device="cpu")
-
-
-def pytest_sessionfinish(session, exitstatus):
-    shutil.rmtree(_ROOT, ignore_errors=True)

@@ -34,6 +34,7 @@ class ClipZeroShotModel(fom.SamplesMixin, fom.Model):
         device: str | None = None,
         **options: Any,
     ):
+        fom.SamplesMixin.__init__(self)
         self.prompts = check_prompts(prompts)
         self.method = check_method(method)
         self.options = LocalizeOptions.create(**options)

@@ -1,0 +1,139 @@
+"""The three ways users run the plugin, against a real embedded MongoDB: detect(), operators, apply_model."""
+
+from pathlib import Path
+
+import fiftyone as fo
+import fiftyone.operators as foo
+import fiftyone.plugins as fop
+from fiftyone.operators.executor import ExecutionError
+import numpy as np
+import pytest
+
+import fiftyone_clip_zeroshot as fz
+from fiftyone_clip_zeroshot.labeling.detect import DetectError, run_key
+from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+PROMPTS = ["red circle", "blue square"]
+OPERATOR = "@clip-zeroshot/fiftyone-clip-zeroshot/detect"
+FAST = dict(window_scales=(0.2, 0.4), window_stride=0.5)  # few windows: these tests check plumbing
+
+
+@pytest.fixture()
+def dataset(tmp_root, request):
+    ds = load_shapes_dataset(f"shapes-{request.node.name}", 4, tmp_root / "images" / request.node.name, seed=3,
+                             width=320, height=240)
+    yield ds
+    ds.delete()
+
+
+@pytest.fixture(scope="module")
+def plugin_dir(tmp_root):
+    """The repository itself, linked into the temp plugins dir, as a user would clone it there."""
+    link = Path(fo.config.plugins_dir) / "fiftyone-clip-zeroshot"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.exists():
+        link.symlink_to(REPO, target_is_directory=True)
+    return link
+
+
+def _counts(samples, field):
+    return [len(d.detections) if d is not None else None for d in samples.values(field)]
+
+
+def test_detect_writes_detections_heatmaps_and_run_info(dataset, shapes_model):
+    fields = fz.detect(dataset, PROMPTS, model=shapes_model, label_field="clip", confidence_thresh=0.0,
+                       progress=False, **FAST)
+    assert fields == ["clip", "clip_heatmap_red_circle", "clip_heatmap_blue_square"]
+    for sample in dataset:
+        detections = sample["clip"].detections
+        assert detections and {d.label for d in detections} <= set(PROMPTS)
+        assert all(d.method == "sliding_window" and 0 <= d.confidence <= 1 for d in detections)
+        for field in fields[1:]:
+            heatmap = sample[field]
+            assert isinstance(heatmap, fo.Heatmap)
+            values = heatmap.map if heatmap.map is not None else None
+            assert values is None or (values.min() >= 0 and values.max() <= 1 and heatmap.range == [0.0, 1.0])
+    config = dataset.get_run_info(run_key("clip")).config
+    assert config.prompts == PROMPTS and config.model == "shapes-world"
+    assert config.options["method"] == "sliding_window"
+
+
+def test_large_heatmaps_go_to_unique_pngs_and_rerun_replaces_them(dataset, shapes_model, tmp_root):
+    kwargs = dict(model=shapes_model, label_field="clip", confidence_thresh=0.0, progress=False,
+                  heatmap_root=tmp_root / "maps", heatmap_size=96, **FAST)
+    fz.detect(dataset, PROMPTS, **kwargs)
+    first = dataset.values("clip_heatmap_red_circle.map_path")
+    assert all(p and Path(p).is_file() for p in first)
+    assert dataset.first().clip_heatmap_red_circle.range == [0, 255]
+    fz.detect(dataset, ["red circle", "a star"], method="occlusion", context_scales=(0.5,), **kwargs)
+    second = dataset.values("clip_heatmap_red_circle.map_path")
+    assert set(first).isdisjoint(second) and all(Path(p).is_file() for p in second)
+    assert not any(Path(p).exists() for p in first)  # old maps cleaned up, no stale cache
+    assert dataset.values("clip_heatmap_blue_square") == [None] * len(dataset)  # prompt dropped: cleared
+    assert {d.method for dets in dataset.values("clip") for d in dets.detections} == {"occlusion"}
+
+
+def test_selected_samples_only_are_touched(dataset, shapes_model):
+    selected = dataset.skip(1).limit(2)
+    fz.detect(selected, PROMPTS, model=shapes_model, label_field="clip", confidence_thresh=0.0, progress=False, **FAST)
+    assert dataset.exists("clip").values("id") == selected.values("id")
+
+
+def test_field_of_another_type_is_refused_before_any_work(dataset, shapes_model):
+    dataset.set_values("clip", [fo.Classification(label="x")] * len(dataset))
+    with pytest.raises(DetectError, match="already holds Classification"):
+        fz.detect(dataset, PROMPTS, model=shapes_model, label_field="clip", progress=False)
+
+
+def test_apply_model_uses_full_resolution(dataset, shapes_model):
+    model = fz.ClipZeroShotModel(PROMPTS, model=shapes_model, confidence_thresh=0.0, **FAST)
+    dataset.apply_model(model, label_field="applied")
+    reference = fz.localize(dataset.first().filepath, PROMPTS, shapes_model, confidence_thresh=0.0, **FAST)
+    boxes = [d.bounding_box for d in dataset.first().applied.detections]
+    expected = sum(len(r.detections) for r in reference)
+    assert len(boxes) == expected > 0
+
+
+def test_plugin_is_discovered_and_operator_runs_on_selected_samples(dataset, plugin_dir):
+    assert OPERATOR in [op.uri for op in foo.list_operators()], fop.list_plugins()
+    selected = dataset.take(2, seed=1).values("id")
+    result = foo.execute_operator(
+        OPERATOR,
+        ctx=dict(
+            view=dataset.view(),
+            selected=selected,
+            params=dict(prompts=PROMPTS, model="shapes-world", label_field="op", view_target="SELECTED_SAMPLES",
+                        confidence_thresh=0.0, device="cpu", delegate=False),
+        ),
+    )
+    result.raise_exceptions()
+    assert sorted(dataset.exists("op").values("id")) == sorted(selected)
+    assert dataset.has_field("op_heatmap_red_circle")
+
+
+def test_operator_reports_bad_params_as_a_readable_error(dataset, plugin_dir):
+    params = dict(prompts=[" "], label_field="clip", model="shapes-world", delegate=False)
+    with pytest.raises(ExecutionError, match="prompts must be a non-empty list of non-blank strings"):
+        foo.execute_operator(OPERATOR, ctx=dict(view=dataset.view(), params=params))
+    assert not dataset.has_field("clip")
+
+
+def test_delegated_run_is_queued_then_completes(dataset, plugin_dir, monkeypatch):
+    monkeypatch.setenv("FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS", "true")
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    result = foo.execute_operator(
+        OPERATOR,
+        ctx=dict(view=dataset.view(), params=dict(prompts=PROMPTS, model="shapes-world", label_field="queued",
+                                                  view_target="DATASET", device="cpu", delegate=True)),
+    )
+    result.raise_exceptions()
+    assert not dataset.has_field("queued")
+    service = DelegatedOperationService()
+    queued = service.get_queued_operations(operator=OPERATOR, dataset_name=dataset.name)
+    assert len(queued) == 1
+    service.execute_queued_operations(operator=OPERATOR, dataset_name=dataset.name)
+    dataset.reload()
+    assert len(dataset.exists("queued")) == len(dataset)
+    assert np.isclose(dataset.count("queued_heatmap_red_circle"), len(dataset))
