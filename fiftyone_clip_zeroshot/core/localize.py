@@ -1,9 +1,11 @@
 """Sliding-window and occlusion localizers: one image in, a heatmap and detections per prompt out.
 
-Scores are calibrated per prompt against negative prompts (background, a generic object):
-``p = sigmoid(s_prompt - logsumexp(s_negatives))`` with CLIP's own logit scale, i.e. the
-probability that a window shows the prompt rather than any negative. The value has the same
-meaning on every image and does not depend on which other prompts were asked.
+Scores are CLIP's zero-shot probabilities: a softmax, at CLIP's own logit scale, over the
+requested prompts plus negative prompts (background, a generic object). A window's value for a
+prompt is the probability that it shows that prompt rather than another requested prompt or
+nothing in particular, so it means the same on every image for the same prompt set, and a
+prompt whose object is absent loses to the negatives instead of being stretched to 1 by a
+per-image min-max. Prompts compete: near-synonyms asked together share their probability.
 """
 
 from __future__ import annotations
@@ -88,18 +90,16 @@ def heatmap_shape(image_hw: tuple[int, int], longest: int) -> tuple[int, int]:
 
 
 class PromptScorer:
-    """Turns image embeddings into per-prompt probabilities against the negative prompts."""
+    """Turns image embeddings into per-prompt probabilities (softmax over prompts + negatives)."""
 
     def __init__(self, model: ClipModel, prompts: list[str], negatives: Sequence[str]):
         self.scale = model.logit_scale
-        self.text = model.encode_text(prompts)
-        self.negatives = model.encode_text(list(negatives))
+        self.count = len(prompts)
+        self.text = model.encode_text([*prompts, *(n for n in negatives if n not in prompts)])
 
     def __call__(self, embeddings: torch.Tensor) -> torch.Tensor:
         """``(N, D)`` unit embeddings → ``(N, P)`` probabilities in [0, 1]."""
-        positive = self.scale * embeddings @ self.text.T
-        negative = torch.logsumexp(self.scale * embeddings @ self.negatives.T, dim=1, keepdim=True)
-        return torch.sigmoid(positive - negative)
+        return torch.softmax(self.scale * embeddings @ self.text.T, dim=1)[:, : self.count]
 
 
 def _window_grids(image_hw: tuple[int, int], scales: Sequence[float], stride: float, size: int) -> list[WindowGrid]:
@@ -138,8 +138,10 @@ def _fill_value(model: ClipModel, fill: str, device: torch.device) -> torch.Tens
 def _occlude(pixels: torch.Tensor, model: ClipModel, scorer: PromptScorer, opts: LocalizeOptions):
     """Occlusion over context windows.
 
-    Returns occluder boxes ``(C, K, 4)`` in image px, probability drops ``(C, K, P)`` (clamped
-    at 0), context boxes ``(C, 4)`` and context probabilities ``(C, P)``.
+    Only contexts where some prompt reaches half the confidence threshold are occluded (a drop
+    can never exceed the context's own probability); the others count as no drop. Returns
+    occluder boxes ``(C, K, 4)`` in image px, probability drops ``(C, K, P)`` (clamped at 0),
+    context boxes ``(C, 4)`` and context probabilities ``(C, P)``.
     """
     size = model.image_size
     keep, occluders = _occluder_masks(size, opts, pixels.device)
@@ -148,20 +150,23 @@ def _occlude(pixels: torch.Tensor, model: ClipModel, scorer: PromptScorer, opts:
     all_boxes, all_drops, all_contexts, all_base = [], [], [], []
     for grid in _window_grids(tuple(pixels.shape[1:]), opts.context_scales, opts.context_stride, size):
         resized = grid.resize(pixels)
+        base = scorer(model.encode_batches(len(grid), lambda idx, grid=grid, resized=resized: grid.crops(resized, idx)))
+        active = torch.nonzero(base.max(1).values >= opts.confidence_thresh / 2).flatten().cpu().numpy()
 
-        def occluded(idx: slice, grid=grid, resized=resized) -> torch.Tensor:
+        def occluded(idx: slice, grid=grid, resized=resized, active=active) -> torch.Tensor:
             flat = np.arange(idx.start, idx.stop)
-            crops = grid.crops(resized, flat // count)
+            crops = grid.crops(resized, active[flat // count])
             mask = keep[flat % count]
             return crops * mask + fill * (1 - mask)
 
-        base = scorer(model.encode_batches(len(grid), lambda idx, grid=grid, resized=resized: grid.crops(resized, idx)))
-        hidden = scorer(model.encode_batches(len(grid) * count, occluded)).view(len(grid), count, -1)
+        drops = torch.zeros(len(grid), count, base.shape[1], device=base.device)
+        if len(active):
+            hidden = scorer(model.encode_batches(len(active) * count, occluded)).view(len(active), count, -1)
+            drops[active] = (base[active][:, None, :] - hidden).clamp(min=0)
         contexts = grid.boxes
         scale = (contexts[:, 2:] - contexts[:, :2]) / size
-        boxes = contexts[:, None, :2].repeat(2, -1) + occluders[None] * np.tile(scale, 2)[:, None, :]
-        all_boxes.append(boxes)
-        all_drops.append((base[:, None, :] - hidden).clamp(min=0))
+        all_boxes.append(np.tile(contexts[:, None, :2], (1, 1, 2)) + occluders[None] * np.tile(scale, 2)[:, None, :])
+        all_drops.append(drops)
         all_contexts.append(contexts)
         all_base.append(base)
     return np.concatenate(all_boxes), torch.cat(all_drops), np.concatenate(all_contexts), torch.cat(all_base)

@@ -95,7 +95,7 @@ def zero_shot_accuracy(model: ClipModel, count: int = 600, template: str = "a ph
     labels: list[int] = []
     index = 0
     while len(crops) < count:
-        image, label = render_crop(HELD_OUT_CROP_SEED, index, model.image_size, empty_rate=0.0)
+        image, label = render_crop(HELD_OUT_CROP_SEED, index, model.image_size, mix={"object": 1.0})
         crops.append(image)
         labels.append(CLASSES.index(label))
         index += 1

@@ -25,6 +25,7 @@ COLORS: dict[str, tuple[int, int, int]] = {
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross")
 CLASSES: tuple[str, ...] = tuple(f"{c} {s}" for c in COLORS for s in SHAPES)
 BACKGROUND = "background"
+GROUP = "several objects"
 
 CAPTION_TEMPLATES: tuple[str, ...] = (
     "a photo of a {}",
@@ -152,32 +153,68 @@ def _draw_object(rng: np.random.Generator, img: Image.Image, label: str, cx: flo
     return np.array([x1, y1, x2, y2], np.float32)
 
 
-def render_crop(seed: int, index: int, size: int = 64, empty_rate: float = 0.08) -> tuple[Image.Image, str]:
-    """One training/eval crop: a single object (or none) on a cluttered background.
+CROP_MIX: dict[str, float] = {"object": 0.65, "fragment": 0.15, "group": 0.12, "background": 0.08}
 
-    Returns the ``size``×``size`` image and its class name (a ``CLASSES`` entry or ``BACKGROUND``).
-    The crop is rendered at 2–4× and downsampled, as a window of a scene is.
+
+def render_crop(seed: int, index: int, size: int = 64, mix: dict[str, float] | None = None) -> tuple[Image.Image, str]:
+    """One training/eval crop, rendered at 2–4× and downsampled as a window of a scene is.
+
+    Its kind is drawn from ``mix`` (default ``CROP_MIX``), and so is its label:
+    ``"object"`` — one whole shape ("red circle"); ``"fragment"`` — only part of a shape, or a
+    close-up inside a large one (label: its colour, "red"); ``"group"`` — two or three shapes
+    (``GROUP``); ``"background"`` — none (``BACKGROUND``). Fragments and groups teach the model
+    that a window which does not frame exactly one whole object is not that object.
     """
     rng = _rng(seed, index, 0)
+    mix = mix or CROP_MIX
+    kinds = list(mix)
+    kind = kinds[int(rng.choice(len(kinds), p=np.array([mix[k] for k in kinds]) / sum(mix.values())))]
     scale = int(rng.integers(2, 5))
     canvas = size * scale
     img = _background(rng, canvas, canvas)
     _add_clutter(rng, img, int(rng.integers(0, 8)))
-    if rng.random() < empty_rate:
-        label = BACKGROUND
-    else:
+    label = BACKGROUND
+    if kind == "object":
         label = CLASSES[int(rng.integers(len(CLASSES)))]
         if rng.random() < 0.2:  # a partial neighbour at the crop's edge
-            other = CLASSES[int(rng.integers(len(CLASSES)))]
-            edge = rng.choice([-1, 1], 2) * canvas * rng.uniform(0.45, 0.6)
-            _draw_object(rng, img, other, canvas / 2 + edge[0], canvas / 2 + edge[1], canvas * rng.uniform(0.25, 0.45))
+            edge = rng.choice([-1, 1], 2) * canvas * rng.uniform(0.5, 0.65)
+            _draw_object(rng, img, _random_class(rng), canvas / 2 + edge[0], canvas / 2 + edge[1],
+                         canvas * rng.uniform(0.25, 0.45))
         obj = canvas * rng.uniform(0.35, 0.95)
         slack = max(canvas - obj, 0) / 2 + obj * 0.1
-        cx, cy = canvas / 2 + rng.uniform(-slack, slack, 2)
-        _draw_object(rng, img, label, cx, cy, obj)
+        _draw_object(rng, img, label, *(canvas / 2 + rng.uniform(-slack, slack, 2)), obj)
+    elif kind == "fragment":
+        label = _random_class(rng)
+        if rng.random() < 0.6:  # cut by the crop's edge: 40-80 % of its width is outside
+            obj = canvas * rng.uniform(0.5, 1.2)
+            centre = canvas / 2 + rng.uniform(-0.3, 0.3, 2) * canvas
+            axis = int(rng.integers(2))
+            centre[axis] = canvas / 2 + rng.choice([-1, 1]) * (canvas / 2 + obj * rng.uniform(-0.1, 0.3))
+        else:  # a close-up inside a large shape
+            obj = canvas * rng.uniform(1.8, 3.5)
+            centre = canvas / 2 + rng.uniform(-0.3, 0.3, 2) * obj
+        _draw_object(rng, img, label, *centre, obj)
+        label = label.split(" ")[0]
+    elif kind == "group":
+        label = GROUP
+        for _ in range(int(rng.integers(2, 4))):
+            obj = canvas * rng.uniform(0.25, 0.5)
+            _draw_object(rng, img, _random_class(rng), *rng.uniform(obj / 2, canvas - obj / 2, 2), obj)
     if rng.random() < 0.3:
         img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2) * scale))
     return img.resize((size, size), Image.BOX), label
+
+
+def _random_class(rng: np.random.Generator) -> str:
+    return CLASSES[int(rng.integers(len(CLASSES)))]
+
+
+def attributes(label: str) -> tuple[str | None, str | None]:
+    """(colour, shape) a crop label asserts: "red circle" → both, "red" → colour, ``GROUP`` → neither."""
+    if label in (GROUP, BACKGROUND):
+        return None, None
+    words = label.split(" ")
+    return words[0], (words[1] if len(words) > 1 else None)
 
 
 @dataclass(frozen=True)
@@ -195,25 +232,25 @@ class Caption:
         return 2 if self.background else (self.colour is not None) + (self.shape is not None)
 
     def matches(self, label: str) -> bool:
-        """Whether this caption is a true description of a crop of class ``label``."""
+        """Whether this caption truly describes a crop labelled ``label`` (see ``render_crop``)."""
         if label == BACKGROUND or self.background:
             return label == BACKGROUND and self.background
-        colour, shape = label.split(" ")
+        colour, shape = attributes(label)
         return self.colour in (None, colour) and self.shape in (None, shape)
 
 
 def caption(label: str, rng: np.random.Generator) -> Caption:
-    """A random true caption for class ``label``: mostly "colour shape", sometimes only the colour,
-    only the shape or just "an object", so that generic prompts mean something to the model.
-    A quarter get a made-up word the model learns to ignore."""
+    """A random true caption for a crop label: mostly as specific as the crop allows ("colour
+    shape"), sometimes only the colour, only the shape or just "an object", so that generic
+    prompts mean something to the model. A quarter get a made-up word the model learns to ignore."""
+    colour, shape = attributes(label)
     pick = rng.random()
     if label == BACKGROUND:
         cap = Caption(_choice(rng, BACKGROUND_CAPTIONS), None, None, background=True)
-    elif pick < 0.1:
+    elif colour is None or pick < 0.1 or (shape is None and pick < 0.5):
         cap = Caption(_choice(rng, GENERIC_CAPTIONS), None, None)
     else:
-        colour, shape = label.split(" ")
-        if pick < 0.2:
+        if shape is not None and pick < 0.2:
             colour = None
         elif pick < 0.3:
             shape = None

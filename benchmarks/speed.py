@@ -1,0 +1,200 @@
+"""Speed: the reference per-window CLIP loop vs this package vs the raw image encoder; one table.
+
+    python benchmarks/speed.py                 # GPU: 5184x3456, 256-px patches, 6x6-patch windows
+    python benchmarks/speed.py --device cpu    # CPU: 1296x864, 64-px patches (same window grid)
+    python benchmarks/speed.py --smoke         # seconds-long run for CI
+
+The model is a randomly initialised ViT-B/32 CLIP (weights do not change speed; none can be
+downloaded here). ``reference`` re-implements the well-known per-window loop (Pinecone's
+"zero-shot object detection with CLIP"): CLIPProcessor per window, a full CLIP forward per
+window and prompt, batch 1. ``limit`` is ``get_image_features`` on ready-made tensors at the
+best batch size. ``detect()`` runs through FiftyOne over JPEGs on disk, decoding included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fiftyone_clip_zeroshot import load_model, localize
+from fiftyone_clip_zeroshot.core.model import ClipModel, default_device
+from fiftyone_clip_zeroshot.core.windows import WindowGrid
+from fiftyone_clip_zeroshot.shapes.world import CLASSES, render_scene
+
+PROMPT_POOL = [f"a photo of a {c}" for c in CLASSES]
+
+
+def random_vit_b32(device: torch.device) -> tuple[ClipModel, object]:
+    """A ViT-B/32-shaped CLIP with random weights, plus a CLIPProcessor for the reference loop."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    tiny = load_model("shapes-world", device="cpu")  # only for its tokenizer
+    torch.manual_seed(0)
+    config = CLIPConfig()
+    config.text_config.vocab_size = len(tiny.tokenizer)
+    config.text_config.eos_token_id = tiny.tokenizer.eos_token_id
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    model = CLIPModel(config).to(device, dtype).eval()
+    processor = CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=tiny.tokenizer)
+    clip = ClipModel("random ViT-B/32", model, tiny.tokenizer, 224, tuple(processor.image_processor.image_mean),
+                     tuple(processor.image_processor.image_std), device, dtype, batch_size=512)
+    return clip, processor
+
+
+@torch.inference_mode()
+def reference(image: Image.Image, prompts: list[str], clip: ClipModel, processor, patch: int, window: int = 6) -> float:
+    """The reference loop; returns seconds. Kept here, never in the package."""
+    start = time.perf_counter()
+    tensor = torch.from_numpy(np.asarray(image)).permute(2, 0, 1).float() / 255
+    patches = tensor.unfold(1, patch, patch).unfold(2, patch, patch)  # (3, nY, nX, p, p): edges dropped
+    for prompt in prompts:
+        scores = torch.zeros(patches.shape[1], patches.shape[2])
+        runs = torch.ones(patches.shape[1], patches.shape[2])
+        for y in range(patches.shape[1] - window + 1):
+            for x in range(patches.shape[2] - window + 1):
+                big = patches[:, y : y + window, x : x + window].permute(1, 3, 2, 4, 0).reshape(window * patch, window * patch, 3)
+                inputs = processor(images=(big.numpy() * 255).astype(np.uint8), text=prompt, return_tensors="pt", padding=True)
+                inputs = {k: v.to(clip.device) for k, v in inputs.items()}
+                inputs["pixel_values"] = inputs["pixel_values"].to(clip.dtype)
+                score = clip.model(**inputs).logits_per_image.item()
+                scores[y : y + window, x : x + window] += score
+                runs[y : y + window, x : x + window] += 1
+        scores = (scores / runs - (scores / runs).mean()).clamp(min=0)
+        scores = (scores - scores.min()) / (scores.max() - scores.min() + 1e-9)
+        mask = scores > 0.5
+        if mask.any():
+            rows, cols = torch.nonzero(mask, as_tuple=True)
+            _box = (cols.min() * patch, rows.min() * patch, (cols.max() + 1) * patch, (rows.max() + 1) * patch)
+    _sync(clip.device)
+    return time.perf_counter() - start
+
+
+def reference_windows(image: Image.Image, patch: int, window: int = 6) -> int:
+    ny, nx = image.height // patch, image.width // patch
+    return (ny - window + 1) * (nx - window + 1)
+
+
+def limit(clip: ClipModel, batches: tuple[int, ...]) -> tuple[float, int]:
+    """Best raw ``get_image_features`` crops/s over ``batches`` on pre-made inputs."""
+    best = (0.0, 0)
+    for batch in batches:
+        pixels = torch.randn(batch, 3, clip.image_size, clip.image_size, device=clip.device, dtype=clip.dtype)
+        with torch.inference_mode():
+            clip.model.get_image_features(pixel_values=pixels)
+            _sync(clip.device)
+            start, reps = time.perf_counter(), 0
+            while reps < 3 or time.perf_counter() - start < 1.0:
+                clip.model.get_image_features(pixel_values=pixels)
+                reps += 1
+            _sync(clip.device)
+        rate = batch * reps / (time.perf_counter() - start)
+        best = max(best, (rate, batch))
+    return best
+
+
+def ours(image: Image.Image, prompts: list[str], clip: ClipModel, method: str, options: dict, repeats: int) -> float:
+    localize(image, prompts, clip, method=method, **options)  # warm-up
+    _sync(clip.device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        localize(image, prompts, clip, method=method, **options)
+    _sync(clip.device)
+    return (time.perf_counter() - start) / repeats
+
+
+def dataset_rate(image: Image.Image, count: int, prompts: list[str], clip: ClipModel, options: dict) -> float:
+    """Images/s of ``detect()`` over ``count`` JPEGs through a temporary FiftyOne dataset."""
+    import fiftyone as fo
+
+    from fiftyone_clip_zeroshot import detect
+
+    with tempfile.TemporaryDirectory() as folder:
+        paths = []
+        for i in range(count):
+            path = os.path.join(folder, f"{i:04d}.jpg")
+            image.save(path, quality=90)
+            paths.append(path)
+        dataset = fo.Dataset()
+        dataset.add_samples([fo.Sample(filepath=p) for p in paths], progress=False)
+        detect(dataset, prompts, model=clip, label_field="bench", heatmaps=False, progress=False, **options)
+        start = time.perf_counter()
+        detect(dataset, prompts, model=clip, label_field="bench", heatmaps=False, progress=False, **options)
+        elapsed = time.perf_counter() - start
+        dataset.delete()
+    return count / elapsed
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--smoke", action="store_true", help="tiny image, 1 prompt count, shapes-world model")
+    parser.add_argument("--images", type=int, default=None, help="JPEGs for the detect() row")
+    parser.add_argument("--prompts", type=int, nargs="+", default=None)
+    args = parser.parse_args()
+
+    device = torch.device(args.device) if args.device else default_device()
+    gpu = device.type == "cuda"
+    if args.smoke:
+        width, height, patch, counts, images = 384, 256, 32, [1], 2
+        clip = load_model("shapes-world", device=device)
+        from transformers import CLIPImageProcessor, CLIPProcessor
+
+        processor = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 64},
+                                  crop_size={"height": 64, "width": 64}), tokenizer=clip.tokenizer)
+    else:
+        width, height, patch = (5184, 3456, 256) if gpu else (1296, 864, 64)
+        counts, images = [1, 2, 10], (200 if gpu else 8)
+        clip, processor = random_vit_b32(device)
+    counts = args.prompts or counts
+    images = args.images or images
+    image = render_scene(0, 0, width, height).image
+    window = 6 * patch
+    geometry = dict(window_scales=(window / min(width, height),), window_stride=patch / window)
+    occlusion = dict(context_scales=(window / min(width, height),), context_stride=1.0)
+    windows = reference_windows(image, patch)
+
+    crops_per_s, best_batch = limit(clip, (64, 128, 256, 512) if gpu else (16, 32, 64))
+    print(f"# speed — {date.today()}, {torch.cuda.get_device_name() if gpu else platform.processor() or 'CPU'}"
+          f" ({torch.get_num_threads()} threads), torch {torch.__version__}, model {clip.name}, {clip.dtype}")
+    print(f"# image {width}x{height}, {patch}-px patches, 6x6-patch windows: reference {windows} windows")
+    print(f"# limit: {crops_per_s:,.0f} crops/s (batch {best_batch}) = {windows / crops_per_s * 1000:.1f} ms per image\n")
+    header = f"{'prompts':>7} {'what':<24} {'s/image':>9} {'windows/s':>10} {'÷ reference':>12} {'÷ limit':>8}"
+    print(header)
+    print("-" * len(header))
+    for n in counts:
+        prompts = PROMPT_POOL[:n]
+        ref = reference(image, prompts, clip, processor, patch)
+        rows = [("reference loop", ref, windows * n)]
+        sw = ours(image, prompts, clip, "sliding_window", geometry, 1 if args.smoke else 3)
+        rows.append(("ours sliding_window", sw, _grid_windows(width, height, window, patch, clip.image_size)))
+        oc = ours(image, prompts, clip, "occlusion", occlusion, 1 if args.smoke else 3)
+        rows.append(("ours occlusion", oc, None))
+        for name, seconds, count in rows:
+            rate = f"{count / seconds:>10,.0f}" if count else f"{'':>10}"
+            share = f"{count / seconds / crops_per_s:>8.0%}" if count and name != "reference loop" else f"{'':>8}"
+            print(f"{n:>7} {name:<24} {seconds:>9.4f} {rate} {ref / seconds:>11.1f}x {share}")
+    rate = dataset_rate(image, images, PROMPT_POOL[:2], clip, geometry)
+    print(f"\ndetect() through FiftyOne, {images} JPEGs of {width}x{height}, 2 prompts, decode included: "
+          f"{rate:.2f} images/s")
+
+
+def _grid_windows(width: int, height: int, window: int, stride: int, size: int) -> int:
+    return len(WindowGrid.build((height, width), window, stride, size))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Render docs/demo.png from the demo dataset: a scene with its boxes beside one prompt's heatmap.
+
+    python scripts/demo_figure.py   # after scripts/demo.sh
+"""
+
+from pathlib import Path
+
+import fiftyone as fo
+import numpy as np
+from PIL import Image, ImageDraw
+
+from fiftyone_clip_zeroshot.demo import DATASET
+
+OUT = Path(__file__).resolve().parents[1] / "docs" / "demo.png"
+
+
+def heatmap_values(label: fo.Heatmap) -> np.ndarray:
+    if label.map is not None:
+        return label.map.astype(np.float32)
+    return np.asarray(Image.open(label.map_path), np.float32) / 255
+
+
+def main() -> None:
+    dataset = fo.load_dataset(DATASET)
+    sample = max(dataset, key=lambda s: len(s.clip_detections.detections) if s.clip_detections else 0)
+    image = Image.open(sample.filepath).convert("RGB")
+    width, height = image.size
+    boxes = image.copy()
+    draw = ImageDraw.Draw(boxes)
+    for det in sample.clip_detections.detections:
+        x, y, w, h = det.bounding_box
+        box = [x * width, y * height, (x + w) * width, (y + h) * height]
+        draw.rectangle(box, outline=(255, 255, 255), width=3)
+        draw.text((box[0] + 4, box[1] + 2), f"{det.label} {det.confidence:.2f}", fill=(255, 255, 255))
+    prompt = sample.clip_detections.detections[0].label
+    field = next(f for f in dataset.get_field_schema() if f.startswith("clip_detections_heatmap_") and
+                 f.endswith(prompt.replace(" ", "_")))
+    heat = heatmap_values(sample[field])
+    heat_img = Image.fromarray((np.clip(heat, 0, 1) * 255).astype(np.uint8)).resize((width, height), Image.BILINEAR)
+    red = Image.merge("RGB", (heat_img, Image.new("L", heat_img.size, 0), Image.new("L", heat_img.size, 0)))
+    overlay = Image.blend(image, red, 0.6)
+    ImageDraw.Draw(overlay).text((8, 8), f"heatmap: {prompt}", fill=(255, 255, 255))
+    canvas = Image.new("RGB", (2 * width + 10, height), (255, 255, 255))
+    canvas.paste(boxes, (0, 0))
+    canvas.paste(overlay, (width + 10, 0))
+    OUT.parent.mkdir(exist_ok=True)
+    canvas.save(OUT)
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()

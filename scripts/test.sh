@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up .venv (first run only) and run the test suite (temporary FiftyOne database and folders).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export FIFTYONE_DO_NOT_TRACK=true
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,52 @@
+"""The shipped shapes-world CLIP: loads like any checkpoint, small, accurate, robust tokenizer; clear load errors."""
+
+import pytest
+import torch
+
+from fiftyone_clip_zeroshot import ModelLoadError, load_model
+from fiftyone_clip_zeroshot.core.model import PACKAGED_MODELS
+from fiftyone_clip_zeroshot.shapes.evaluate import zero_shot_accuracy
+
+
+def test_packaged_model_is_small_and_complete():
+    folder = PACKAGED_MODELS["shapes-world"]
+    files = {p.name for p in folder.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json"} <= files
+    assert sum(p.stat().st_size for p in folder.iterdir()) <= 8 * 1024 * 1024
+
+
+def test_zero_shot_accuracy_on_held_out_crops(shapes_model):
+    assert zero_shot_accuracy(shapes_model, count=600) >= 0.85
+
+
+def test_unknown_words_do_not_move_the_end_of_text_token(shapes_model):
+    tokenizer = shapes_model.tokenizer
+    ids = tokenizer(["a fluffy zebra", "日本語 ✓"]).input_ids
+    for sequence in ids:
+        assert sequence[-1] == tokenizer.eos_token_id and sequence.count(tokenizer.eos_token_id) == 1
+        assert tokenizer.unk_token_id not in sequence[1:-1]
+    assert shapes_model.model.config.text_config.eos_token_id == tokenizer.eos_token_id
+
+
+def test_text_embeddings_are_cached_and_unit_norm(shapes_model):
+    first = shapes_model.encode_text(["a photo of a red circle", "blue star"])
+    again = shapes_model.encode_text(["blue star"])
+    assert torch.allclose(first.norm(dim=1), torch.ones(2), atol=1e-5)
+    assert torch.equal(first[1], again[0])
+
+
+def test_overlong_prompt_is_truncated_with_a_warning(shapes_model):
+    with pytest.warns(UserWarning, match="truncated"):
+        emb = shapes_model.encode_text(["red circle " * 60])
+    assert emb.shape[0] == 1
+
+
+def test_missing_hub_model_offline_is_one_clear_error():
+    with pytest.raises(ModelLoadError, match=r"'openai/clip-vit-base-patch32'.*Download them once"):
+        load_model("openai/clip-vit-base-patch32", device="cpu")
+
+
+def test_folder_that_is_not_a_clip_checkpoint_is_a_clear_error(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ModelLoadError, match="is not a CLIP checkpoint folder"):
+        load_model(str(tmp_path), device="cpu")

@@ -1,0 +1,41 @@
+"""The shapes world is deterministic and covers what training and evaluation need."""
+
+import numpy as np
+
+from fiftyone_clip_zeroshot.shapes.world import BACKGROUND, CLASSES, COLORS, SHAPES, caption, render_crop, render_scene
+
+
+def test_enough_colours_and_shapes():
+    assert len(COLORS) >= 6 and len(SHAPES) >= 5 and len(CLASSES) == len(COLORS) * len(SHAPES)
+
+
+def test_crops_are_deterministic_and_varied():
+    a, label_a = render_crop(5, 17)
+    b, label_b = render_crop(5, 17)
+    assert label_a == label_b and np.array_equal(np.asarray(a), np.asarray(b))
+    labels = {render_crop(5, i)[1] for i in range(400)}
+    assert BACKGROUND in labels and len(labels) > 25
+    assert render_crop(5, 0)[0].size == (64, 64)
+
+
+def test_scenes_have_boxes_inside_the_image_and_sizes_in_range():
+    objects = 0
+    for i in range(30):
+        scene = render_scene(9, i, 512, 384)
+        assert scene.image.size == (512, 384)
+        assert len(scene.labels) == len(scene.boxes) <= 6
+        if len(scene.boxes):
+            assert (scene.boxes[:, :2] >= 0).all() and (scene.boxes[:, 2] <= 512).all() and (scene.boxes[:, 3] <= 384).all()
+            sides = np.maximum(scene.boxes[:, 2] - scene.boxes[:, 0], scene.boxes[:, 3] - scene.boxes[:, 1])
+            assert sides.min() >= 14 and sides.max() <= 221  # 24-220 px objects; triangles are shorter than wide
+        objects += len(scene.labels)
+    assert objects > 50
+    assert np.array_equal(np.asarray(render_scene(9, 3).image), np.asarray(render_scene(9, 3).image))
+
+
+def test_captions_describe_their_crop():
+    rng = np.random.default_rng(0)
+    for label in ("red circle", "blue star", BACKGROUND):
+        for _ in range(50):
+            assert caption(label, rng).matches(label)
+    assert not caption("red circle", np.random.default_rng(1)).matches(BACKGROUND)
