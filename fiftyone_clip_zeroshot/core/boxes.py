@@ -42,6 +42,17 @@ def finalize(detections: sv.Detections, opts: LocalizeOptions) -> sv.Detections:
     return detections[order]
 
 
+def with_context(xyxy: np.ndarray, margin: float, image_hw: tuple[int, int]) -> np.ndarray:
+    """Square boxes around ``xyxy`` ``(N, 4)``, ``1 + 2 * margin`` times their longer side, kept
+    inside the image (shifted, then clipped): how CLIP best sees one whole object."""
+    height, width = image_hw
+    xyxy = np.asarray(xyxy, np.float64).reshape(-1, 4)
+    centre = (xyxy[:, :2] + xyxy[:, 2:]) / 2
+    side = np.minimum((xyxy[:, 2:] - xyxy[:, :2]).max(1) * (1 + 2 * margin), min(height, width))[:, None]
+    low = np.clip(centre - side / 2, 0, np.array([width, height]) - side)
+    return np.concatenate([low, low + side], 1)
+
+
 def fuse_windows(boxes: np.ndarray, probs: np.ndarray, class_id: int, prompt: str, opts: LocalizeOptions) -> sv.Detections:
     """Windows ``(N, 4)`` with probabilities ``(N,)`` for one prompt → fused instance boxes."""
     keep = probs >= opts.confidence_thresh

@@ -18,11 +18,11 @@ import numpy as np
 import supervision as sv
 import torch
 
-from fiftyone_clip_zeroshot.core.boxes import fuse_windows, occlusion_boxes
+from fiftyone_clip_zeroshot.core.boxes import fuse_windows, occlusion_boxes, with_context
 from fiftyone_clip_zeroshot.core.images import ImageInput, load_image
 from fiftyone_clip_zeroshot.core.model import ClipModel
 from fiftyone_clip_zeroshot.core.options import LocalizeOptions, check_method, check_prompts
-from fiftyone_clip_zeroshot.core.windows import WindowGrid, coverage_mean, positions
+from fiftyone_clip_zeroshot.core.windows import WindowGrid, coverage_mean, crop_boxes, positions
 
 
 @dataclass
@@ -69,8 +69,9 @@ def localize_tensor(
     image_hw = (int(pixels.shape[1]), int(pixels.shape[2]))
     heat_hw = heatmap_shape(image_hw, opts.heatmap_size)
     if method == "sliding_window":
-        boxes, probs = _score_windows(pixels, model, scorer, opts)
-        heat = coverage_mean(boxes, probs, image_hw, heat_hw)
+        scales = _score_windows(pixels, model, scorer, opts)
+        boxes, probs = np.concatenate([b for b, _ in scales]), torch.cat([p for _, p in scales])
+        heat = coverage_mean(window_centres(boxes, image_hw), probs, image_hw, heat_hw)
         detections = [fuse_windows(boxes, probs[:, p].cpu().numpy(), p, prompt, opts) for p, prompt in enumerate(prompts)]
     else:
         boxes, drops, context_boxes, base = _occlude(pixels, model, scorer, opts)
@@ -79,8 +80,39 @@ def localize_tensor(
             occlusion_boxes(context_boxes, base[:, p].cpu().numpy(), boxes, drops[..., p].cpu().numpy(), p, prompt, opts)
             for p, prompt in enumerate(prompts)
         ]
+    if opts.verify:
+        detections = _verify(pixels, model, scorer, detections, opts)
     heat = heat.clamp(0, 1).cpu().numpy().astype(np.float32)
     return [Localization(prompt, heat[p], detections[p]) for p, prompt in enumerate(prompts)]
+
+
+def _verify(pixels: torch.Tensor, model: ClipModel, scorer: PromptScorer, detections: list[sv.Detections],
+            opts: LocalizeOptions) -> list[sv.Detections]:
+    """Score every candidate once more on a crop that frames it with some context (the view CLIP
+    knows best); the confidence becomes the geometric mean of both scores, and boxes below
+    ``confidence_thresh`` go. This removes boxes on fragments of other objects."""
+    merged = sv.Detections.merge(detections)
+    if len(merged) == 0:
+        return detections
+    context = with_context(merged.xyxy, opts.verify_margin, tuple(pixels.shape[1:]))
+    probs = scorer(model.encode_images(crop_boxes(pixels, context, model.image_size))).cpu().numpy()
+    merged.confidence = np.sqrt(merged.confidence * probs[np.arange(len(merged)), merged.class_id]).astype(np.float32)
+    merged = merged[merged.confidence >= opts.confidence_thresh]
+    return [merged[merged.class_id == p] for p in range(len(detections))]
+
+
+def window_centres(boxes: np.ndarray, image_hw: tuple[int, int], keep: float = 0.5) -> np.ndarray:
+    """The middle ``keep`` of each window (reaching out to the image border where the window
+    touches it): a window that shows an object shows it around its centre, so crediting only
+    the centre keeps heatmaps from smearing a window's score over its background."""
+    height, width = image_hw
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = (boxes[:, 2:] - boxes[:, :2]) * keep / 2
+    low, high = centre - half, centre + half
+    low[boxes[:, :2] <= 1e-6] = 0
+    high[:, 0][boxes[:, 2] >= width - 1e-6] = width
+    high[:, 1][boxes[:, 3] >= height - 1e-6] = height
+    return np.concatenate([low, high], 1)
 
 
 def heatmap_shape(image_hw: tuple[int, int], longest: int) -> tuple[int, int]:
@@ -107,15 +139,16 @@ def _window_grids(image_hw: tuple[int, int], scales: Sequence[float], stride: fl
     return [WindowGrid.build(image_hw, max(1.0, s * short), max(1.0, s * short * stride), size) for s in scales]
 
 
-def _score_windows(pixels: torch.Tensor, model: ClipModel, scorer: PromptScorer, opts: LocalizeOptions):
-    """All windows of all scales → ``(N, 4)`` boxes (numpy, image px) and ``(N, P)`` probabilities."""
-    boxes, probs = [], []
+def _score_windows(
+    pixels: torch.Tensor, model: ClipModel, scorer: PromptScorer, opts: LocalizeOptions
+) -> list[tuple[np.ndarray, torch.Tensor]]:
+    """Per scale: window boxes ``(N, 4)`` (numpy, image px) and their probabilities ``(N, P)``."""
+    scales = []
     for grid in _window_grids(tuple(pixels.shape[1:]), opts.window_scales, opts.window_stride, model.image_size):
         resized = grid.resize(pixels)
         embeddings = model.encode_batches(len(grid), lambda idx: grid.crops(resized, idx))
-        boxes.append(grid.boxes)
-        probs.append(scorer(embeddings))
-    return np.concatenate(boxes), torch.cat(probs)
+        scales.append((grid.boxes, scorer(embeddings)))
+    return scales
 
 
 def _occluder_masks(size: int, opts: LocalizeOptions, device: torch.device) -> tuple[torch.Tensor, np.ndarray]:

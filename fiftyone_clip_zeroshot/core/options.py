@@ -31,7 +31,9 @@ class LocalizeOptions:
     confidence_thresh: float = 0.5
     max_detections: int = 10
     nms_iou: float = 0.5
-    merge_overlap: float = 0.6
+    merge_overlap: float = 0.4
+    verify: bool = True
+    verify_margin: float = 0.2
     negative_prompts: tuple[str, ...] = ("a photo of background", "a photo of an object")
     heatmap_size: int = 256
     batch_size: int | None = None
@@ -60,6 +62,7 @@ class LocalizeOptions:
         for name in ("window_stride", "context_stride", "occluder_size", "occluder_stride"):
             value = getattr(self, name)
             check(0 < value <= 1, f"{name} must be in (0, 1] (a fraction of its window), got {value}")
+        check(0 <= self.verify_margin <= 2, f"verify_margin must be in [0, 2], got {self.verify_margin}")
         for name in ("confidence_thresh", "nms_iou", "merge_overlap"):
             value = getattr(self, name)
             check(0 <= value <= 1, f"{name} must be in [0, 1], got {value}")

@@ -82,6 +82,20 @@ def resize(image: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(image[None].float(), size=hw, mode="bilinear", antialias=True, align_corners=False)[0]
 
 
+def crop_boxes(image: torch.Tensor, boxes: np.ndarray, size: int) -> torch.Tensor:
+    """Arbitrary xyxy ``boxes`` (image px) cut from uint8 ``(3, H, W)`` ``image`` and resized to
+    ``(n, 3, size, size)`` floats, antialiased. One resize per box: meant for tens of boxes."""
+    height, width = image.shape[1:]
+    crops = []
+    for x1, y1, x2, y2 in np.asarray(boxes, np.float64):
+        left, top = int(np.clip(np.floor(x1), 0, width - 1)), int(np.clip(np.floor(y1), 0, height - 1))
+        right, bottom = int(np.clip(np.ceil(x2), left + 1, width)), int(np.clip(np.ceil(y2), top + 1, height))
+        crops.append(resize(image[:, top:bottom, left:right], (size, size)))
+    if not crops:
+        return torch.empty(0, 3, size, size, device=image.device)
+    return torch.stack(crops)
+
+
 def gather(image: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, size: int) -> torch.Tensor:
     """``(n, 3, size, size)`` slices of ``(3, H, W)`` ``image`` at integer offsets, in one indexing op."""
     steps = torch.arange(size, device=image.device)
