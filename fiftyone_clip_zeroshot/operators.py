@@ -60,7 +60,7 @@ class DetectWithClip(foo.Operator):
                 heatmaps=params.get("heatmaps", True),
                 device=None if params.get("device", "auto") == "auto" else params["device"],
                 skip_existing=params.get("skip_existing", False),
-                confidence_thresh=params.get("confidence_thresh", 0.5),
+                confidence_thresh=params.get("confidence_thresh"),
                 batch_size=params.get("batch_size"),
             )
         except USER_ERRORS as error:
@@ -104,7 +104,8 @@ def _detect_inputs(ctx, inputs: types.Object) -> None:
                description="Hugging Face id, local folder, or 'shapes-world' (the offline demo model)")
     inputs.str("label_field", default="clip_detections", required=True, label="Detections field")
     inputs.bool("heatmaps", default=True, label="Store heatmaps", description="One heatmap field per prompt")
-    inputs.float("confidence_thresh", default=0.5, min=0.0, max=1.0, label="Confidence threshold")
+    inputs.float("confidence_thresh", min=0.0, max=1.0, label="Confidence threshold",
+                 description="Empty: the method's default (0.6 sliding window, 0.5 occlusion)")
     inputs.int("batch_size", default=256, min=1, label="Batch size", description="Windows per forward pass")
     device = types.Dropdown()
     for choice in ("auto", "cuda", "cpu"):

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from fiftyone_clip_zeroshot.core.windows import WindowGrid, coverage_mean, positions, resize
+from fiftyone_clip_zeroshot.core.boxes import with_context
+from fiftyone_clip_zeroshot.core.localize import window_centres
+from fiftyone_clip_zeroshot.core.windows import WindowGrid, coverage_mean, crop_boxes, positions, resize
 
 
 @pytest.mark.parametrize("length,window,stride", [(100, 30, 7), (512, 64, 21), (64, 64, 8), (10, 40, 5), (257, 256, 1)])
@@ -62,3 +64,27 @@ def test_coverage_mean_matches_brute_force():
         total[:, y1:y2, x1:x2] += v[:, None, None]
         count[y1:y2, x1:x2] += 1
     assert np.allclose(heat, total / np.maximum(count, 1), atol=1e-5)
+
+
+def test_context_boxes_are_squares_inside_the_image_that_contain_the_box():
+    boxes = np.array([[10, 20, 50, 40], [0, 0, 5, 5], [280, 180, 300, 200], [0, 0, 300, 200]], float)
+    ctx = with_context(boxes, 0.2, (200, 300))
+    assert (ctx[:, :2] >= 0).all() and (ctx[:, 2] <= 300).all() and (ctx[:, 3] <= 200).all()
+    side = ctx[:, 2:] - ctx[:, :2]
+    assert np.allclose(side[:, 0], side[:, 1])
+    assert np.allclose(side[:3, 0], [56, 7, 28])
+    inside = (ctx[:3, :2] <= boxes[:3, :2]).all(1) & (ctx[:3, 2:] >= boxes[:3, 2:]).all(1)
+    assert inside.all()
+
+
+def test_window_centres_keep_the_middle():
+    boxes = np.array([[0, 0, 40, 40], [40, 40, 80, 100]], float)
+    assert np.allclose(window_centres(boxes), [[10, 10, 30, 30], [50, 55, 70, 85]])
+
+
+def test_crop_boxes_of_the_whole_image_is_a_plain_resize():
+    image = torch.randint(0, 256, (3, 60, 90), dtype=torch.uint8)
+    crops = crop_boxes(image, np.array([[0, 0, 90, 60], [10, 5, 40, 35]]), 16)
+    assert crops.shape == (2, 3, 16, 16)
+    assert torch.allclose(crops[0], resize(image, (16, 16)))
+    assert torch.allclose(crops[1], resize(image[:, 5:35, 10:40], (16, 16)))

@@ -2,8 +2,8 @@
 
 Sliding window: confident windows are grouped around the best one (``sv.box_non_max_merge``
 with intersection-over-smaller, so windows of every scale around one object fall together);
-the windows that score nearly as well as the best all contain the object, so their
-intersection is a tight box. Occlusion: inside each confident context window, the cells whose
+the windows that score well all contain the object, so their (robust) intersection is a
+tight box. Occlusion: inside each confident context window, the cells whose
 hiding drops the score most form a mask, and ``sv.mask_to_xyxy`` boxes it. Either way,
 ``Detections.with_nms`` removes duplicates across groups and scales.
 """
@@ -17,7 +17,8 @@ import torch
 from fiftyone_clip_zeroshot.core.options import LocalizeOptions
 from fiftyone_clip_zeroshot.core.windows import coverage_mean
 
-NEAR_BEST = 0.9  # windows scoring >= NEAR_BEST x the group's best take part in its intersection
+CORE = 0.5  # windows scoring >= CORE x their group's best take part in its box
+INNER = 0.8  # each side of the box: the probability-weighted INNER quantile of the members' sides
 OCCLUSION_GRID = 32  # cells per side of a context's drop map
 DROP_FRACTION = 0.5  # a cell belongs to the object where its drop is >= this x the context's largest
 
@@ -65,13 +66,25 @@ def fuse_windows(boxes: np.ndarray, probs: np.ndarray, class_id: int, prompt: st
     fused, scores = [], []
     for group in map(np.asarray, groups):
         best = probs[group].max()
-        core = boxes[group[probs[group] >= NEAR_BEST * best]]
-        box = np.r_[core[:, :2].max(0), core[:, 2:].min(0)]
-        if box[2] <= box[0] or box[3] <= box[1]:
-            box = boxes[group[np.argmax(probs[group])]]
-        fused.append(box)
+        members = group[probs[group] >= CORE * best]
+        fused.append(_inner_box(boxes[members], probs[members]))
         scores.append(best)
     return finalize(make_detections(np.array(fused), np.array(scores), class_id, prompt), opts)
+
+
+def _inner_box(boxes: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """A robust intersection of windows that contain one object: per side, the weighted quantile
+    ``INNER`` towards the inside, so a few windows that clip the object do not shrink the box."""
+    def quantile(values: np.ndarray, q: float) -> float:
+        order = np.argsort(values)
+        cumulative = np.cumsum(weights[order]) / weights.sum()
+        return float(values[order][min(np.searchsorted(cumulative, q), len(values) - 1)])
+
+    box = np.array([quantile(boxes[:, 0], INNER), quantile(boxes[:, 1], INNER),
+                    quantile(boxes[:, 2], 1 - INNER), quantile(boxes[:, 3], 1 - INNER)])
+    if box[2] <= box[0] or box[3] <= box[1]:
+        return boxes[np.argmax(weights)]
+    return box
 
 
 def occlusion_boxes(

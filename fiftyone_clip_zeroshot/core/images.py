@@ -31,7 +31,7 @@ def load_image(image: ImageInput) -> torch.Tensor:
     if isinstance(image, Image.Image):
         return _from_pil(image)
     if isinstance(image, np.ndarray):
-        return _from_array(torch.from_numpy(np.ascontiguousarray(image)))
+        return _from_array(torch.from_numpy(np.array(image, copy=True)))
     if isinstance(image, torch.Tensor):
         return _from_array(image)
     raise TypeError(f"unsupported image type {type(image).__name__}; pass a path, PIL image, numpy array or tensor")

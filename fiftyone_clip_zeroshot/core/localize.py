@@ -54,7 +54,7 @@ def localize(
     """
     check_method(method)
     prompts = check_prompts(prompts)
-    opts = LocalizeOptions.create(**options)
+    opts = LocalizeOptions.create(method, **options)
     pixels = load_image(image).to(model.device, non_blocking=True)
     return localize_tensor(pixels, prompts, model, method, opts)
 
@@ -70,8 +70,8 @@ def localize_tensor(
     heat_hw = heatmap_shape(image_hw, opts.heatmap_size)
     if method == "sliding_window":
         scales = _score_windows(pixels, model, scorer, opts)
+        heat = torch.stack([coverage_mean(window_centres(b), p, image_hw, heat_hw) for b, p in scales]).mean(0)
         boxes, probs = np.concatenate([b for b, _ in scales]), torch.cat([p for _, p in scales])
-        heat = coverage_mean(window_centres(boxes, image_hw), probs, image_hw, heat_hw)
         detections = [fuse_windows(boxes, probs[:, p].cpu().numpy(), p, prompt, opts) for p, prompt in enumerate(prompts)]
     else:
         boxes, drops, context_boxes, base = _occlude(pixels, model, scorer, opts)
@@ -80,7 +80,7 @@ def localize_tensor(
             occlusion_boxes(context_boxes, base[:, p].cpu().numpy(), boxes, drops[..., p].cpu().numpy(), p, prompt, opts)
             for p, prompt in enumerate(prompts)
         ]
-    if opts.verify:
+    if opts.verify_margins:
         detections = _verify(pixels, model, scorer, detections, opts)
     heat = heat.clamp(0, 1).cpu().numpy().astype(np.float32)
     return [Localization(prompt, heat[p], detections[p]) for p, prompt in enumerate(prompts)]
@@ -88,31 +88,29 @@ def localize_tensor(
 
 def _verify(pixels: torch.Tensor, model: ClipModel, scorer: PromptScorer, detections: list[sv.Detections],
             opts: LocalizeOptions) -> list[sv.Detections]:
-    """Score every candidate once more on a crop that frames it with some context (the view CLIP
-    knows best); the confidence becomes the geometric mean of both scores, and boxes below
-    ``confidence_thresh`` go. This removes boxes on fragments of other objects."""
+    """Score every candidate once more on square crops that frame it with some context (the view
+    CLIP knows best), averaged over ``verify_margins``; the confidence becomes the geometric mean
+    of that and the candidate's own score, and boxes below ``confidence_thresh`` go. This removes
+    boxes on fragments of other objects and on windows that straddle several objects."""
     merged = sv.Detections.merge(detections)
     if len(merged) == 0:
         return detections
-    context = with_context(merged.xyxy, opts.verify_margin, tuple(pixels.shape[1:]))
+    image_hw = tuple(pixels.shape[1:])
+    context = np.concatenate([with_context(merged.xyxy, margin, image_hw) for margin in opts.verify_margins])
     probs = scorer(model.encode_images(crop_boxes(pixels, context, model.image_size))).cpu().numpy()
-    merged.confidence = np.sqrt(merged.confidence * probs[np.arange(len(merged)), merged.class_id]).astype(np.float32)
+    mine = probs.reshape(len(opts.verify_margins), len(merged), -1)[:, np.arange(len(merged)), merged.class_id]
+    merged.confidence = np.sqrt(merged.confidence * mine.mean(0)).astype(np.float32)
     merged = merged[merged.confidence >= opts.confidence_thresh]
     return [merged[merged.class_id == p] for p in range(len(detections))]
 
 
-def window_centres(boxes: np.ndarray, image_hw: tuple[int, int], keep: float = 0.5) -> np.ndarray:
-    """The middle ``keep`` of each window (reaching out to the image border where the window
-    touches it): a window that shows an object shows it around its centre, so crediting only
-    the centre keeps heatmaps from smearing a window's score over its background."""
-    height, width = image_hw
+def window_centres(boxes: np.ndarray, keep: float = 0.5) -> np.ndarray:
+    """The middle ``keep`` of each window. A window that shows an object shows it around its
+    centre, so crediting only the centre keeps heatmaps from smearing a window's score over its
+    background (a strip along the image border, where no window is centred, stays at 0)."""
     centre = (boxes[:, :2] + boxes[:, 2:]) / 2
     half = (boxes[:, 2:] - boxes[:, :2]) * keep / 2
-    low, high = centre - half, centre + half
-    low[boxes[:, :2] <= 1e-6] = 0
-    high[:, 0][boxes[:, 2] >= width - 1e-6] = width
-    high[:, 1][boxes[:, 3] >= height - 1e-6] = height
-    return np.concatenate([low, high], 1)
+    return np.concatenate([centre - half, centre + half], 1)
 
 
 def heatmap_shape(image_hw: tuple[int, int], longest: int) -> tuple[int, int]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 METHODS = ("sliding_window", "occlusion")
+DEFAULT_THRESH = {"sliding_window": 0.6, "occlusion": 0.5}  # measured on the shapes world (benchmarks/quality.py)
 FILLS = ("mean", "black", "gray")
 
 
@@ -23,24 +24,23 @@ class LocalizeOptions:
 
     window_scales: tuple[float, ...] = (0.12, 0.2, 0.32, 0.5, 0.75)
     window_stride: float = 0.34
-    context_scales: tuple[float, ...] = (0.25, 0.5)
+    context_scales: tuple[float, ...] = (0.12, 0.25, 0.5, 0.75)
     context_stride: float = 0.5
     occluder_size: float = 0.25
     occluder_stride: float = 0.5
     occluder_fill: str = "mean"
-    confidence_thresh: float = 0.5
+    confidence_thresh: float | None = None  # None: DEFAULT_THRESH of the method
     max_detections: int = 10
     nms_iou: float = 0.5
     merge_overlap: float = 0.4
-    verify: bool = True
-    verify_margin: float = 0.2
+    verify_margins: tuple[float, ...] = (0.1, 0.35, 0.6)
     negative_prompts: tuple[str, ...] = ("a photo of background", "a photo of an object")
     heatmap_size: int = 256
     batch_size: int | None = None
 
     @classmethod
-    def create(cls, **options: Any) -> LocalizeOptions:
-        """Build from keyword options, naming any unknown one, and validate."""
+    def create(cls, method: str = METHODS[0], **options: Any) -> LocalizeOptions:
+        """Build from keyword options for ``method``, naming any unknown one, and validate."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:
@@ -48,6 +48,8 @@ class LocalizeOptions:
         given = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items() if v is not None}
         opts = replace(cls(), **given)
         opts.validate()
+        if opts.confidence_thresh is None:
+            opts = replace(opts, confidence_thresh=DEFAULT_THRESH[check_method(method)])
         return opts
 
     def validate(self) -> None:
@@ -62,10 +64,11 @@ class LocalizeOptions:
         for name in ("window_stride", "context_stride", "occluder_size", "occluder_stride"):
             value = getattr(self, name)
             check(0 < value <= 1, f"{name} must be in (0, 1] (a fraction of its window), got {value}")
-        check(0 <= self.verify_margin <= 2, f"verify_margin must be in [0, 2], got {self.verify_margin}")
+        check(all(0 <= m <= 2 for m in self.verify_margins),
+              f"verify_margins must lie in [0, 2] (empty: no verification), got {self.verify_margins}")
         for name in ("confidence_thresh", "nms_iou", "merge_overlap"):
             value = getattr(self, name)
-            check(0 <= value <= 1, f"{name} must be in [0, 1], got {value}")
+            check(value is None or 0 <= value <= 1, f"{name} must be in [0, 1], got {value}")
         check(self.occluder_fill in FILLS, f"occluder_fill must be one of {FILLS}, got {self.occluder_fill!r}")
         check(self.max_detections >= 1, f"max_detections must be >= 1, got {self.max_detections}")
         check(self.heatmap_size >= 8, f"heatmap_size must be >= 8, got {self.heatmap_size}")

@@ -79,7 +79,7 @@ class DetectJob:
     ):
         self.method = check_method(method)
         self.prompts = check_prompts(prompts)
-        self.options = LocalizeOptions.create(**options)
+        self.options = LocalizeOptions.create(self.method, **options)
         self.label_field = _check_field_name(label_field)
         self.heatmap_fields = heatmap_fields(label_field, self.prompts) if heatmaps else []
         self.skip_failures = skip_failures
@@ -155,7 +155,7 @@ def detect(
     model: str | ClipModel = DEFAULT_MODEL,
     label_field: str = "clip_detections",
     heatmaps: bool = True,
-    confidence_thresh: float = 0.5,
+    confidence_thresh: float | None = None,
     batch_size: int | None = None,
     device: str | None = None,
     skip_failures: bool = True,

@@ -37,7 +37,7 @@ class ClipZeroShotModel(fom.SamplesMixin, fom.Model):
         fom.SamplesMixin.__init__(self)
         self.prompts = check_prompts(prompts)
         self.method = check_method(method)
-        self.options = LocalizeOptions.create(**options)
+        self.options = LocalizeOptions.create(self.method, **options)
         self.clip = model if isinstance(model, ClipModel) else cached_model(model, device)
         self._preprocess = False
 
