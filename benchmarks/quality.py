@@ -21,7 +21,7 @@ from fiftyone_clip_zeroshot.shapes.world import render_scene
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenes", type=int, default=100)
+    parser.add_argument("--scenes", type=int, default=40)
     parser.add_argument("--model", default="shapes-world")
     parser.add_argument("--device", default=None)
     parser.add_argument("--methods", nargs="+", default=["sliding_window", "occlusion"])

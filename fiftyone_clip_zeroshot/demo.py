@@ -40,8 +40,9 @@ def run(samples: int, method: str, images_dir: Path) -> fo.Dataset:
     print("\nprompt            detections  ground truth")
     for prompt in PROMPTS:
         print(f"{prompt:<17} {counts.get(prompt, 0):>10}  {truth.get(prompt, 0):>12}")
-    print(f"true positives {dataset.sum('eval_tp')}, false positives {dataset.sum('eval_fp')}, "
-          f"false negatives {dataset.sum('eval_fn')} (IoU 0.5)")
+    tp, fp, fn = dataset.sum("eval_tp"), dataset.sum("eval_fp"), dataset.sum("eval_fn")
+    print(f"IoU 0.5: {tp} true positives, {fp} false positives, {fn} false negatives; "
+          f"precision {tp / max(tp + fp, 1):.2f}, recall {tp / max(tp + fn, 1):.2f}")
     print(f"\nOpen it: python -c \"import fiftyone as fo; fo.launch_app(fo.load_dataset('{DATASET}')).wait()\"")
     return dataset
 

@@ -19,6 +19,7 @@ from fiftyone_clip_zeroshot.core.windows import coverage_mean
 
 CORE = 0.5  # windows scoring >= CORE x their group's best take part in its box
 INNER = 0.8  # each side of the box: the probability-weighted INNER quantile of the members' sides
+NESTED = 0.8  # sliding window: a group box this much inside a more confident one is a duplicate
 OCCLUSION_GRID = 32  # cells per side of a context's drop map
 DROP_FRACTION = 0.5  # a cell belongs to the object where its drop is >= this x the context's largest
 
@@ -69,7 +70,8 @@ def fuse_windows(boxes: np.ndarray, probs: np.ndarray, class_id: int, prompt: st
         members = group[probs[group] >= CORE * best]
         fused.append(_inner_box(boxes[members], probs[members]))
         scores.append(best)
-    return finalize(make_detections(np.array(fused), np.array(scores), class_id, prompt), opts)
+    fused = make_detections(np.array(fused), np.array(scores), class_id, prompt)
+    return finalize(fused.with_nms(threshold=NESTED, overlap_metric=sv.OverlapMetric.IOS), opts)
 
 
 def _inner_box(boxes: np.ndarray, weights: np.ndarray) -> np.ndarray:
