@@ -17,7 +17,7 @@ def _run(*args: str) -> str:
 
 def test_speed_benchmark_smoke():
     out = _run("benchmarks/speed.py", "--smoke", "--device", "cpu")
-    assert "reference loop" in out and "ours sliding_window" in out and "ours occlusion" in out
+    assert "reference loop" in out and "ours sliding_window" in out and "ours occlusion, worst" in out
     assert "images/s" in out
 
 
