@@ -19,7 +19,6 @@ import platform
 import tempfile
 import time
 from datetime import date
-from pathlib import Path
 
 import numpy as np
 import torch

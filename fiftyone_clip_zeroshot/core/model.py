@@ -68,7 +68,8 @@ class ClipModel:
         missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
         if missing:
             tokens = self.tokenizer(list(missing), padding=True, return_tensors="pt")
-            too_long = [p for p, n in zip(missing, self._token_counts(missing)) if n > self.max_text_tokens]
+            lengths = tokens["attention_mask"].sum(1).tolist()
+            too_long = [p for p, n in zip(missing, lengths) if n > self.max_text_tokens]
             for prompt in too_long:
                 warnings.warn(f"prompt longer than {self.max_text_tokens} tokens was truncated: {prompt[:60]!r}...")
             if too_long:
@@ -79,9 +80,6 @@ class ClipModel:
             for prompt, emb in zip(missing, F.normalize(features.float(), dim=-1)):
                 self._text_cache[prompt] = emb
         return torch.stack([self._text_cache[p] for p in prompts])
-
-    def _token_counts(self, prompts: Sequence[str]) -> list[int]:
-        return [len(ids) for ids in self.tokenizer(list(prompts)).input_ids]
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8/float ``(N, 3, S, S)`` in 0..255 → the model's normalized input dtype."""
