@@ -49,44 +49,62 @@ class DetectWithClip(foo.Operator):
         return bool(delegate) if delegate is not None else len(ctx.target_view()) > DELEGATE_ABOVE
 
     def execute(self, ctx):
-        params = ctx.params
+        """Delegated runs return their summary (kept with the operation); immediate runs stream
+        progress to the App and end with a notification and the summary as output."""
         try:
             job = DetectJob(
                 ctx.target_view(),
-                params.get("prompts") or [],
-                method=params.get("method", "sliding_window"),
-                model=params.get("model") or DEFAULT_MODEL,
-                label_field=params.get("label_field", "clip_detections"),
-                heatmaps=params.get("heatmaps", True),
-                device=None if params.get("device", "auto") == "auto" else params["device"],
-                skip_existing=params.get("skip_existing", False),
-                confidence_thresh=params.get("confidence_thresh"),
-                batch_size=params.get("batch_size"),
+                ctx.params.get("prompts") or [],
+                method=ctx.params.get("method", "sliding_window"),
+                model=ctx.params.get("model") or DEFAULT_MODEL,
+                label_field=ctx.params.get("label_field", "clip_detections"),
+                heatmaps=ctx.params.get("heatmaps", True),
+                device=None if ctx.params.get("device", "auto") == "auto" else ctx.params["device"],
+                skip_existing=ctx.params.get("skip_existing", False),
+                confidence_thresh=ctx.params.get("confidence_thresh"),
+                batch_size=ctx.params.get("batch_size"),
             )
         except USER_ERRORS as error:
             raise ValueError(str(error)) from None
-        deadline = None if ctx.delegated else time.monotonic() + 0.8 * fo.config.operator_timeout
+        if ctx.delegated:
+            done = 0
+            for done, total in job.steps():
+                ctx.set_progress(progress=done / total, label=f"{done}/{total} samples")
+            return _summary(job, done)
+        return self._run_immediately(ctx, job)
+
+    def _run_immediately(self, ctx, job: DetectJob):
+        deadline = time.monotonic() + 0.8 * fo.config.operator_timeout
         done = 0
         for done, total in job.steps():
-            label = f"{done}/{total} samples"
-            if ctx.delegated:
-                ctx.set_progress(progress=done / total, label=label)
-            else:
-                yield ctx.trigger("set_progress", dict(progress=done / total, label=label))
-            if deadline and time.monotonic() > deadline and done < total:
-                yield ctx.trigger("reload_dataset")
+            yield ctx.ops.set_progress(progress=done / total, label=f"{done}/{total} samples")
+            if time.monotonic() > deadline and done < total:
+                yield ctx.ops.reload_dataset()
                 raise TimeoutError(
                     f"stopped after {done} of {total} samples, close to the {fo.config.operator_timeout}s limit of "
                     "immediate runs; labels so far are saved. Rerun with 'skip existing' or schedule it (delegate)."
                 )
-        yield ctx.trigger("reload_dataset")
-        yield {"fields": job.fields, "samples": done, "failures": job.failures}
+        yield ctx.ops.reload_dataset()
+        summary = _summary(job, done)
+        yield ctx.ops.notify(summary["message"], variant="warning" if job.failures else "success")
+        yield ctx.ops.show_output(self.resolve_output(ctx).to_json(), summary)
 
     def resolve_output(self, ctx) -> types.Property:
         outputs = types.Object()
+        outputs.str("message", label="Result")
         outputs.list("fields", types.String(), label="Fields written")
         outputs.int("samples", label="Samples processed")
+        outputs.int("failed", label="Samples that failed (left without labels)")
+        outputs.list("failures", types.String(), label="Failures (sample id: error)")
         return types.Property(outputs)
+
+
+def _summary(job: DetectJob, done: int) -> dict:
+    failures = [f"{sample_id}: {message}" for sample_id, message in job.failures.items()]
+    message = f"labelled {done - len(failures)} of {job.total} samples into {job.label_field!r}"
+    if failures:
+        message += f"; {len(failures)} failed and were left without labels (see failures)"
+    return {"message": message, "fields": job.fields, "samples": done, "failed": len(failures), "failures": failures}
 
 
 def _detect_inputs(ctx, inputs: types.Object) -> None:

@@ -137,3 +137,22 @@ def test_delegated_run_is_queued_then_completes(dataset, plugin_dir, monkeypatch
     dataset.reload()
     assert len(dataset.exists("queued")) == len(dataset)
     assert np.isclose(dataset.count("queued_heatmap_red_circle"), len(dataset))
+
+
+def test_operator_lists_failed_samples_in_its_result(dataset, plugin_dir, monkeypatch):
+    monkeypatch.setenv("FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS", "true")
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    broken = dataset.first()
+    Path(broken.filepath).write_bytes(b"not an image")
+    params = dict(prompts=PROMPTS, model="shapes-world", label_field="op", view_target="DATASET", device="cpu",
+                  delegate=True, heatmaps=False)
+    foo.execute_operator(OPERATOR, ctx=dict(view=dataset.view(), params=params)).raise_exceptions()
+    service = DelegatedOperationService()
+    service.execute_queued_operations(operator=OPERATOR, dataset_name=dataset.name)
+    (run,) = service.list_operations(operator=OPERATOR, dataset_name=dataset.name)
+    summary = run.result.result
+    assert summary["failed"] == 1 and summary["failures"][0].startswith(f"{broken.id}: ImageLoadError")
+    assert summary["message"] == "labelled 3 of 4 samples into 'op'; 1 failed and were left without labels (see failures)"
+    dataset.reload()
+    assert dataset.count("op") == len(dataset) - 1

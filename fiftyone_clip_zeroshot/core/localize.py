@@ -132,9 +132,14 @@ class PromptScorer:
         return torch.softmax(self.scale * embeddings @ self.text.T, dim=1)[:, : self.count]
 
 
+MIN_WINDOW_PX = 16  # smaller windows show CLIP nothing; this also bounds the work on thin strips
+
+
 def _window_grids(image_hw: tuple[int, int], scales: Sequence[float], stride: float, size: int) -> list[WindowGrid]:
+    """Square windows of ``scale`` × the shorter side (at least ``MIN_WINDOW_PX``, clipped to the image)."""
     short = min(image_hw)
-    return [WindowGrid.build(image_hw, max(1.0, s * short), max(1.0, s * short * stride), size) for s in scales]
+    sides = dict.fromkeys(max(MIN_WINDOW_PX, s * short) for s in scales)  # small images: scales may coincide
+    return [WindowGrid.build(image_hw, side, side * stride, size) for side in sides]
 
 
 def _score_windows(

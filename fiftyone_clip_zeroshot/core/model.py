@@ -141,6 +141,9 @@ def load_model(
     from transformers.utils import cached_file
 
     device = torch.device(device) if device is not None else default_device()
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {str(device)!r} was requested but this machine has no usable CUDA GPU; "
+                             "use device='cpu' (or leave it unset to pick the GPU when there is one)")
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
     source = resolve_model_path(name_or_path)
     try:

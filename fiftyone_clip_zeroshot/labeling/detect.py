@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 RUN_KEY_PREFIX = "clip_zeroshot_"
 HEATMAP_FOLDER = "clip-zeroshot-heatmaps"
 PREFETCH = 2
+SAVE_EVERY = dict(batching_strategy="latency", batch_size=2.0)  # seconds: a killed run loses at most this much
 
 
 class DetectError(ValueError):
@@ -95,15 +96,16 @@ class DetectJob:
 
     def steps(self) -> Iterator[tuple[int, int]]:
         """Process the samples one by one, yielding ``(done, total)`` after each."""
-        previous, previous_dir = _previous_run(self.samples, self.label_field)
+        previous, previous_field_dir = _previous_run(self.samples, self.label_field)
         stale = [f for f in previous if f not in self.heatmap_fields]
         old_pngs: list[Path] = []
         self._record_run()
+        _declare_fields(self.samples, {self.label_field: fo.Detections, **{f: fo.Heatmap for f in self.heatmap_fields}})
         paths = self.samples.values("filepath")
         done = 0
         with ThreadPoolExecutor(PREFETCH) as pool:
             images = _prefetch(pool, paths, self.model.device)
-            for sample, image in zip(self.samples.iter_samples(autosave=True, batch_size=16), images):
+            for sample, image in zip(self.samples.iter_samples(autosave=True, **SAVE_EVERY), images):
                 try:
                     labels = self._labels(sample, image.result())
                 except Exception as error:  # noqa: BLE001 - reported per sample, see skip_failures
@@ -112,7 +114,7 @@ class DetectJob:
                     self.failures[sample.id] = f"{type(error).__name__}: {error}"
                     logger.warning("sample %s (%s) failed: %s", sample.id, sample.filepath, self.failures[sample.id])
                 else:
-                    old_pngs += _png_paths(sample, [*self.heatmap_fields, *stale], previous_dir)
+                    old_pngs += _png_paths(sample, [*self.heatmap_fields, *stale], previous_field_dir)
                     for field, label in labels.items():
                         sample[field] = label
                     for field in stale:
@@ -126,11 +128,18 @@ class DetectJob:
             logger.warning("%d of %d samples failed; see job.failures", len(self.failures), self.total)
 
     def _labels(self, sample: fo.Sample, pixels: torch.Tensor) -> dict[str, fo.Label]:
+        """All labels of one sample, or an error and no PNG left behind."""
         results = localize_tensor(pixels, self.prompts, self.model, self.method, self.options)
         height, width = int(pixels.shape[1]), int(pixels.shape[2])
         labels: dict[str, fo.Label] = {self.label_field: to_detections(results, (width, height), self.method)}
-        for field, result in zip(self.heatmap_fields, results):
-            labels[field] = to_heatmap(result.heatmap, self.heatmap_dir / f"{sample.id}-{field}.png")
+        pngs = {field: self.heatmap_dir / f"{sample.id}-{field}.png" for field in self.heatmap_fields}
+        try:
+            for (field, png), result in zip(pngs.items(), results):
+                labels[field] = to_heatmap(result.heatmap, png)
+        except BaseException:
+            for png in pngs.values():
+                png.unlink(missing_ok=True)
+            raise
         return labels
 
     def _record_run(self) -> None:
@@ -235,21 +244,32 @@ def _check_target(samples: Any, label_field: str, heatmap_field_names: list[str]
             )
 
 
+def _declare_fields(samples: Any, fields: dict[str, type]) -> None:
+    """Add the new label fields to the schema in one step (one at a time costs a schema reload
+    per field, minutes for hundreds of prompts)."""
+    schema = samples._dataset.get_field_schema()
+    missing = {name: fo.EmbeddedDocumentField(kind) for name, kind in fields.items() if name not in schema}
+    if missing:
+        samples._dataset._merge_sample_field_schema(missing)
+
+
 def _previous_run(samples: Any, label_field: str) -> tuple[list[str], Path | None]:
     """Heatmap fields and PNG folder of the last run on ``label_field`` (to replace them cleanly)."""
     key = run_key(label_field)
     if key not in samples._dataset.list_runs():
         return [], None
     config = samples._dataset.get_run_info(key).config
-    return list(getattr(config, "heatmap_fields", None) or []), Path(getattr(config, "heatmap_dir", "") or "/nonexistent")
+    run_dir = getattr(config, "heatmap_dir", None)
+    return list(getattr(config, "heatmap_fields", None) or []), Path(run_dir).parent if run_dir else None
 
 
-def _png_paths(sample: fo.Sample, fields: list[str], folder: Path | None) -> list[Path]:
-    """PNG maps that ``sample`` references in ``fields`` and that a previous run wrote into ``folder``."""
+def _png_paths(sample: fo.Sample, fields: list[str], field_dir: Path | None) -> list[Path]:
+    """PNG maps that ``sample`` references in ``fields`` and that an earlier run on this label
+    field wrote (into a run folder under ``field_dir``); maps a user made are never touched."""
     paths = []
     for field in fields:
         label = sample[field] if sample.has_field(field) else None
-        if folder and isinstance(label, fo.Heatmap) and label.map_path and Path(label.map_path).parent == folder:
+        if field_dir and isinstance(label, fo.Heatmap) and label.map_path and Path(label.map_path).parent.parent == field_dir:
             paths.append(Path(label.map_path))
     return paths
 

@@ -276,7 +276,7 @@ def render_scene(
     max_objects: int = 6,
     classes: tuple[str, ...] = CLASSES,
 ) -> Scene:
-    """A scene with 0..``max_objects`` shapes of 24–220 px drawn from ``classes``; overlaps are bounded."""
+    """A scene with 0..``max_objects`` shapes of 24–220 px (at most 90 % of the shorter side) drawn from ``classes``; overlaps are bounded."""
     rng = _rng(seed, index, 1)
     img = _background(rng, width, height)
     _add_clutter(rng, img, int(rng.integers(5, 30)))
@@ -284,7 +284,7 @@ def render_scene(
     labels: list[str] = []
     for _ in range(int(rng.integers(0, max_objects + 1))):
         for _attempt in range(20):
-            size = float(np.exp(rng.uniform(math.log(24), math.log(220))))
+            size = min(float(np.exp(rng.uniform(math.log(24), math.log(220)))), 0.9 * min(width, height))
             cx, cy = rng.uniform(size / 2, width - size / 2), rng.uniform(size / 2, height - size / 2)
             box = np.array([cx - size / 2, cy - size / 2, cx + size / 2, cy + size / 2])
             if all(_overlap_fraction(box, other) < 0.25 for other in boxes):
