@@ -1,7 +1,8 @@
 """Zero-shot object localization and detection with CLIP, for FiftyOne.
 
-The core (``load_model``, ``localize``) does not import FiftyOne; ``detect`` and
-``ClipZeroShotModel`` do, and are imported on first use.
+The core (``load_model``, ``localize``) does not import FiftyOne; ``detect``, ``ClipZeroShotModel``
+and the curation functions (``verify``, ``classify``, ``evaluate``, ``tag_for_review``,
+``review_view``) do, and are imported on first use.
 """
 
 from fiftyone_clip_zeroshot.core import (
@@ -18,8 +19,14 @@ from fiftyone_clip_zeroshot.core import (
 _FIFTYONE_API = {
     "detect": "fiftyone_clip_zeroshot.labeling.detect",
     "DetectJob": "fiftyone_clip_zeroshot.labeling.detect",
-    "DetectError": "fiftyone_clip_zeroshot.labeling.detect",
+    "LabelingError": "fiftyone_clip_zeroshot.labeling.jobs",
     "ClipZeroShotModel": "fiftyone_clip_zeroshot.labeling.model",
+    "verify": "fiftyone_clip_zeroshot.labeling.curate",
+    "classify": "fiftyone_clip_zeroshot.labeling.curate",
+    "evaluate": "fiftyone_clip_zeroshot.labeling.curate",
+    "tag_for_review": "fiftyone_clip_zeroshot.labeling.curate",
+    "review_view": "fiftyone_clip_zeroshot.labeling.curate",
+    "EvaluationReport": "fiftyone_clip_zeroshot.labeling.curate",
 }
 
 __all__ = [

@@ -1,79 +1,67 @@
-"""App operators: forms only. The work is ``fiftyone_clip_zeroshot.labeling.detect.DetectJob``.
+"""App operators: forms only. The work is in ``fiftyone_clip_zeroshot.labeling`` (jobs and curation).
 
-``detect`` params (also for ``fiftyone.operators.execute_operator``): ``prompts`` (list of str),
-``method`` ("sliding_window" | "occlusion"), ``model`` (hub id, folder or "shapes-world"),
-``label_field``, ``heatmaps`` (bool), ``confidence_thresh`` (0..1), ``batch_size``, ``device``
-("auto" | "cuda" | "cpu"), ``skip_existing`` (bool), ``delegate`` (bool) and the system
-``view_target`` ("DATASET" | "CURRENT_VIEW" | "SELECTED_SAMPLES").
+Params (also for ``fiftyone.operators.execute_operator``); every run operator takes ``model``
+(hub id, folder or "shapes-world"), ``device`` ("auto" | "cuda" | "cpu"), ``delegate`` (bool) and
+the system ``view_target`` ("DATASET" | "CURRENT_VIEW" | "SELECTED_SAMPLES"):
+
+- ``detect``: ``prompts``, ``method`` ("sliding_window" | "occlusion"), ``label_field``, ``heatmaps``,
+  ``confidence_thresh``, ``batch_size``, ``skip_existing``;
+- ``verify_labels``: ``label_field`` (a Detections field), ``classes`` (default: its labels),
+  ``margin``, ``relabel_field``;
+- ``classify_images``: ``classes``, ``template``, ``label_field``, ``store_logits``;
+- ``evaluate_and_review``: ``pred_field``, ``gt_field``, ``eval_key``, ``confidence_below``, ``tag``
+  (runs at once, then opens the review patches).
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import fiftyone as fo
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
+from fiftyone_clip_zeroshot.core.classify import DEFAULT_TEMPLATE
 from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL, PACKAGED_MODELS, ModelLoadError
-from fiftyone_clip_zeroshot.core.options import METHODS, OptionsError
-from fiftyone_clip_zeroshot.labeling.detect import DetectError, DetectJob
+from fiftyone_clip_zeroshot.core.options import METHODS
+from fiftyone_clip_zeroshot.labeling.curate import MISMATCH_TAG, REVIEW_TAG, ClassifyJob, VerifyJob, evaluate, review_view, tag_for_review
+from fiftyone_clip_zeroshot.labeling.detect import DetectJob
+from fiftyone_clip_zeroshot.labeling.jobs import SampleJob
 
 DELEGATE_ABOVE = 25  # samples; larger targets default to delegated execution
 SUGGESTED_MODELS = [DEFAULT_MODEL, "openai/clip-vit-base-patch16", "openai/clip-vit-large-patch14", *PACKAGED_MODELS]
-USER_ERRORS = (OptionsError, DetectError, ModelLoadError)
+USER_ERRORS = (ValueError, ModelLoadError)  # OptionsError, LabelingError and bad templates are ValueErrors
 
 
-class DetectWithClip(foo.Operator):
-    """Zero-shot detection of typed prompts with CLIP over a dataset, view or selection."""
+class JobOperator(foo.Operator):
+    """Runs a ``SampleJob`` over the target view: delegated runs return their summary (kept with
+    the operation); immediate runs stream progress, stop cleanly before ``operator_timeout`` and
+    end with a notification and the summary as output."""
 
-    @property
-    def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="detect",
-            label="CLIP zero-shot: detect objects",
-            description="Localize text prompts with CLIP sliding windows or occlusion; writes detections and heatmaps",
-            dynamic=True,
-            execute_as_generator=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+    def make_job(self, ctx) -> SampleJob:
+        raise NotImplementedError
 
-    def resolve_input(self, ctx) -> types.Property:
-        inputs = types.Object()
-        _detect_inputs(ctx, inputs)
-        return types.Property(inputs, view=types.View(label="CLIP zero-shot detection"))
+    def outcome(self, job: SampleJob, done: int) -> str:
+        return f"processed {done - len(job.failures)} of {job.total} samples"
 
     def resolve_delegation(self, ctx) -> bool:
         delegate = ctx.params.get("delegate")
         return bool(delegate) if delegate is not None else len(ctx.target_view()) > DELEGATE_ABOVE
 
     def execute(self, ctx):
-        """Delegated runs return their summary (kept with the operation); immediate runs stream
-        progress to the App and end with a notification and the summary as output."""
         try:
-            job = DetectJob(
-                ctx.target_view(),
-                ctx.params.get("prompts") or [],
-                method=ctx.params.get("method", "sliding_window"),
-                model=ctx.params.get("model") or DEFAULT_MODEL,
-                label_field=ctx.params.get("label_field", "clip_detections"),
-                heatmaps=ctx.params.get("heatmaps", True),
-                device=None if ctx.params.get("device", "auto") == "auto" else ctx.params["device"],
-                skip_existing=ctx.params.get("skip_existing", False),
-                confidence_thresh=ctx.params.get("confidence_thresh"),
-                batch_size=ctx.params.get("batch_size"),
-            )
+            job = self.make_job(ctx)
         except USER_ERRORS as error:
             raise ValueError(str(error)) from None
         if ctx.delegated:
             done = 0
             for done, total in job.steps():
                 ctx.set_progress(progress=done / total, label=f"{done}/{total} samples")
-            return _summary(job, done)
+            return self._summary(job, done)
         return self._run_immediately(ctx, job)
 
-    def _run_immediately(self, ctx, job: DetectJob):
+    def _run_immediately(self, ctx, job: SampleJob):
         deadline = time.monotonic() + 0.8 * fo.config.operator_timeout
         done = 0
         for done, total in job.steps():
@@ -85,56 +73,192 @@ class DetectWithClip(foo.Operator):
                     "immediate runs; labels so far are saved. Rerun with 'skip existing' or schedule it (delegate)."
                 )
         yield ctx.ops.reload_dataset()
-        summary = _summary(job, done)
+        summary = self._summary(job, done)
         yield ctx.ops.notify(summary["message"], variant="warning" if job.failures else "success")
         yield ctx.ops.show_output(self.resolve_output(ctx).to_json(), summary)
+
+    def _summary(self, job: SampleJob, done: int) -> dict[str, Any]:
+        failures = [f"{sample_id}: {message}" for sample_id, message in job.failures.items()]
+        message = self.outcome(job, done)
+        if failures:
+            message += f"; {len(failures)} failed and were left without labels (see failures)"
+        return {"message": message, "samples": done, "failed": len(failures), "failures": failures}
 
     def resolve_output(self, ctx) -> types.Property:
         outputs = types.Object()
         outputs.str("message", label="Result")
-        outputs.list("fields", types.String(), label="Fields written")
         outputs.int("samples", label="Samples processed")
         outputs.int("failed", label="Samples that failed (left without labels)")
         outputs.list("failures", types.String(), label="Failures (sample id: error)")
         return types.Property(outputs)
 
 
-def _summary(job: DetectJob, done: int) -> dict:
-    failures = [f"{sample_id}: {message}" for sample_id, message in job.failures.items()]
-    message = f"labelled {done - len(failures)} of {job.total} samples into {job.label_field!r}"
-    if failures:
-        message += f"; {len(failures)} failed and were left without labels (see failures)"
-    return {"message": message, "fields": job.fields, "samples": done, "failed": len(failures), "failures": failures}
+class DetectWithClip(JobOperator):
+    """Zero-shot detection of typed prompts with CLIP over a dataset, view or selection."""
+
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return _config("detect", "CLIP zero-shot: detect objects",
+                       "Localize text prompts with CLIP sliding windows or occlusion; writes detections and heatmaps")
+
+    def resolve_input(self, ctx) -> types.Property:
+        inputs = types.Object()
+        inputs.list("prompts", types.String(), required=True, label="Prompts",
+                    description="What to find, one prompt per entry, e.g. 'a fluffy cat'")
+        method = types.RadioGroup()
+        method.add_choice("sliding_window", label="Sliding window", description="Score windows at several scales; best boxes")
+        method.add_choice("occlusion", label="Occlusion", description="Hide patches; where the score drops is the object")
+        inputs.enum("method", method.values(), default=METHODS[0], label="Method", view=method)
+        inputs.str("label_field", default="clip_detections", required=True, label="Detections field")
+        inputs.bool("heatmaps", default=True, label="Store heatmaps", description="One heatmap field per prompt")
+        inputs.float("confidence_thresh", min=0.0, max=1.0, label="Confidence threshold",
+                     description="Empty: the method's default (0.6 sliding window, 0.5 occlusion)")
+        inputs.int("batch_size", default=256, min=1, label="Batch size", description="Windows per forward pass")
+        inputs.bool("skip_existing", default=False, label="Skip samples that already have detections")
+        _run_inputs(ctx, inputs)
+        return types.Property(inputs, view=types.View(label="CLIP zero-shot detection"))
+
+    def make_job(self, ctx) -> DetectJob:
+        return DetectJob(
+            ctx.target_view(),
+            ctx.params.get("prompts") or [],
+            method=ctx.params.get("method", "sliding_window"),
+            label_field=ctx.params.get("label_field", "clip_detections"),
+            heatmaps=ctx.params.get("heatmaps", True),
+            skip_existing=ctx.params.get("skip_existing", False),
+            confidence_thresh=ctx.params.get("confidence_thresh"),
+            batch_size=ctx.params.get("batch_size"),
+            **_model_params(ctx),
+        )
+
+    def outcome(self, job: DetectJob, done: int) -> str:
+        return f"labelled {done - len(job.failures)} of {job.total} samples into {job.label_field!r}"
 
 
-def _detect_inputs(ctx, inputs: types.Object) -> None:
-    target = ctx.target_view()
-    inputs.list("prompts", types.String(), required=True, label="Prompts",
-                description="What to find, one prompt per entry, e.g. 'a fluffy cat'")
-    method = types.RadioGroup()
-    method.add_choice("sliding_window", label="Sliding window", description="Score windows at several scales; best boxes")
-    method.add_choice("occlusion", label="Occlusion", description="Hide patches; where the score drops is the object")
-    inputs.enum("method", method.values(), default=METHODS[0], label="Method", view=method)
+class VerifyLabels(JobOperator):
+    """CLIP reads every box of a detections field, stores its label/score and tags disagreements."""
+
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return _config("verify_labels", "CLIP zero-shot: verify / relabel boxes",
+                       f"Score each box's crop with CLIP; tag disagreements '{MISMATCH_TAG}'")
+
+    def resolve_input(self, ctx) -> types.Property:
+        inputs = types.Object()
+        _field_choice(ctx, inputs, "label_field", fo.Detections, "Detections to verify")
+        inputs.list("classes", types.String(), label="Classes", description="Empty: the field's own labels")
+        inputs.float("margin", default=0.1, min=0.0, max=2.0, label="Context margin",
+                     description="Context around each box, as a fraction of its side")
+        inputs.str("relabel_field", label="Relabelled copy (optional)",
+                   description="Write a copy of the boxes with CLIP's labels to this field")
+        _run_inputs(ctx, inputs)
+        return types.Property(inputs, view=types.View(label="Verify boxes with CLIP"))
+
+    def make_job(self, ctx) -> VerifyJob:
+        return VerifyJob(ctx.target_view(), ctx.params.get("label_field") or "", ctx.params.get("classes") or None,
+                         margin=ctx.params.get("margin", 0.1), relabel_field=ctx.params.get("relabel_field") or None,
+                         **_model_params(ctx))
+
+    def outcome(self, job: VerifyJob, done: int) -> str:
+        return f"checked {done - len(job.failures)} of {job.total} samples: {job.mismatches} boxes tagged '{job.mismatch_tag}'"
+
+
+class ClassifyImages(JobOperator):
+    """Zero-shot image classification into typed classes."""
+
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return _config("classify_images", "CLIP zero-shot: classify images", "Zero-shot fo.Classification per image")
+
+    def resolve_input(self, ctx) -> types.Property:
+        inputs = types.Object()
+        inputs.list("classes", types.String(), required=True, label="Classes", description="At least two")
+        inputs.str("template", default=DEFAULT_TEMPLATE, label="Prompt template", description="'{}' is the class")
+        inputs.str("label_field", default="clip_classification", required=True, label="Classification field")
+        inputs.bool("store_logits", default=False, label="Store logits")
+        _run_inputs(ctx, inputs)
+        return types.Property(inputs, view=types.View(label="Classify images with CLIP"))
+
+    def make_job(self, ctx) -> ClassifyJob:
+        return ClassifyJob(ctx.target_view(), ctx.params.get("classes") or [],
+                           label_field=ctx.params.get("label_field", "clip_classification"),
+                           template=ctx.params.get("template") or DEFAULT_TEMPLATE,
+                           store_logits=ctx.params.get("store_logits", False), **_model_params(ctx))
+
+
+class EvaluateAndReview(foo.Operator):
+    """Evaluate detections against ground truth, tag doubtful labels and open them for review."""
+
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return foo.OperatorConfig(name="evaluate_and_review", label="CLIP zero-shot: evaluate and review",
+                                  description=f"COCO evaluation, tag doubtful labels '{REVIEW_TAG}', open the review patches",
+                                  dynamic=True)
+
+    def resolve_input(self, ctx) -> types.Property:
+        inputs = types.Object()
+        _field_choice(ctx, inputs, "pred_field", fo.Detections, "Predictions")
+        _field_choice(ctx, inputs, "gt_field", fo.Detections, "Ground truth")
+        inputs.str("eval_key", default="eval", label="Evaluation key")
+        inputs.float("confidence_below", min=0.0, max=1.0, label="Also tag predictions with confidence below")
+        inputs.str("tag", default=REVIEW_TAG, label="Review tag")
+        return types.Property(inputs, view=types.View(label="Evaluate and review"))
+
+    def execute(self, ctx) -> dict[str, Any]:
+        params = ctx.params
+        if not params.get("pred_field") or not params.get("gt_field") or params["pred_field"] == params["gt_field"]:
+            raise ValueError("choose two different detections fields: predictions and ground truth")
+        view = ctx.dataset.view() if ctx.view is None else ctx.view
+        eval_key = params.get("eval_key", "eval")
+        report = evaluate(view, params["pred_field"], params["gt_field"], eval_key=eval_key)
+        tagged = tag_for_review(view, params["pred_field"], confidence_below=params.get("confidence_below"),
+                                eval_key=eval_key, gt_field=params["gt_field"], tag=params.get("tag", REVIEW_TAG))
+        ctx.ops.set_view(review_view(view, params["pred_field"], eval_key=eval_key))
+        return {"report": str(report), "tagged": tagged, "map": report.map}
+
+    def resolve_output(self, ctx) -> types.Property:
+        outputs = types.Object()
+        outputs.float("map", label="mAP@[.5:.95]")
+        outputs.int("tagged", label="Labels tagged for review")
+        outputs.str("report", label="Report", view=types.CodeView(language="text"))
+        return types.Property(outputs)
+
+
+def _config(name: str, label: str, description: str) -> foo.OperatorConfig:
+    return foo.OperatorConfig(name=name, label=label, description=description, dynamic=True,
+                              execute_as_generator=True, allow_immediate_execution=True, allow_delegated_execution=True)
+
+
+def _model_params(ctx) -> dict[str, Any]:
+    device = ctx.params.get("device", "auto")
+    return dict(model=ctx.params.get("model") or DEFAULT_MODEL, device=None if device == "auto" else device)
+
+
+def _field_choice(ctx, inputs: types.Object, name: str, label_type: type, label: str) -> None:
+    fields = types.Dropdown()
+    for field in ctx.dataset.get_field_schema(embedded_doc_type=label_type):
+        fields.add_choice(field, label=field)
+    inputs.enum(name, fields.values(), required=True, label=label, view=fields)
+
+
+def _run_inputs(ctx, inputs: types.Object) -> None:
+    """Model, device, target and delegation: the same on every run operator."""
     models = types.AutocompleteView()
     for name in SUGGESTED_MODELS:
         models.add_choice(name, label=name)
     inputs.str("model", default=DEFAULT_MODEL, label="CLIP model", view=models,
                description="Hugging Face id, local folder, or 'shapes-world' (the offline demo model)")
-    inputs.str("label_field", default="clip_detections", required=True, label="Detections field")
-    inputs.bool("heatmaps", default=True, label="Store heatmaps", description="One heatmap field per prompt")
-    inputs.float("confidence_thresh", min=0.0, max=1.0, label="Confidence threshold",
-                 description="Empty: the method's default (0.6 sliding window, 0.5 occlusion)")
-    inputs.int("batch_size", default=256, min=1, label="Batch size", description="Windows per forward pass")
     device = types.Dropdown()
     for choice in ("auto", "cuda", "cpu"):
         device.add_choice(choice, label=choice)
     inputs.enum("device", device.values(), default="auto", label="Device", view=device)
-    inputs.bool("skip_existing", default=False, label="Skip samples that already have detections")
-    count = len(target)
+    inputs.view_target(ctx)
+    count = len(ctx.target_view())
     inputs.bool("delegate", default=count > DELEGATE_ABOVE, label="Delegate (run in the background)",
                 description=f"{count} samples. Immediate runs stop near the {fo.config.operator_timeout}s operator "
                             "timeout; delegate large jobs and run them with `fiftyone delegated launch`.")
 
 
 def register(plugin) -> None:
-    plugin.register(DetectWithClip)
+    for operator in (DetectWithClip, VerifyLabels, ClassifyImages, EvaluateAndReview):
+        plugin.register(operator)

@@ -18,8 +18,11 @@ os.environ.update(
 )
 
 import pytest  # noqa: E402
+import fiftyone as fo  # noqa: E402
 
 from fiftyone_clip_zeroshot import load_model  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +34,13 @@ def tmp_root() -> Path:
 def shapes_model():
     """The shipped shapes-world CLIP, loaded through the same path as any hub checkpoint."""
     return load_model("shapes-world", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def plugin_dir(tmp_root):
+    """The repository itself, linked into the temp plugins dir, as a user would clone it there."""
+    link = Path(fo.config.plugins_dir) / "fiftyone-clip-zeroshot"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.exists():
+        link.symlink_to(REPO, target_is_directory=True)
+    return link

@@ -21,7 +21,8 @@ from PIL import Image
 import fiftyone_clip_zeroshot as fz
 from fiftyone_clip_zeroshot import ImageLoadError, ModelLoadError, OptionsError, load_model
 from fiftyone_clip_zeroshot.core.images import load_image
-from fiftyone_clip_zeroshot.labeling.detect import DetectError, run_key
+from fiftyone_clip_zeroshot.labeling.detect import run_key
+from fiftyone_clip_zeroshot.labeling.jobs import LabelingError
 from fiftyone_clip_zeroshot.shapes.world import render_scene
 
 PROMPTS = ["red circle", "blue square"]
@@ -162,7 +163,7 @@ def test_fifty_megapixel_image_runs_at_full_resolution_in_bounded_memory(tmp_pat
 def test_video_dataset_is_refused_with_a_way_forward(shapes_model):
     dataset = fo.Dataset("videos", overwrite=True)
     dataset.add_sample(fo.Sample(filepath="/data/clip.mp4"))
-    with pytest.raises(DetectError, match=r"only image collections.*to_frames"):
+    with pytest.raises(LabelingError, match=r"only image collections.*to_frames"):
         fz.detect(dataset, PROMPTS, model=shapes_model, progress=False)
 
 
@@ -230,14 +231,14 @@ def test_cuda_requested_without_a_gpu_is_a_clear_error():
 def test_patches_view_is_refused(shapes_model, tmp_path):
     dataset = _dataset("patches", _jpegs(tmp_path, 1))
     dataset.set_values("gt", [fo.Detections(detections=[fo.Detection(label="x", bounding_box=[0, 0, .5, .5])])])
-    with pytest.raises(DetectError, match="cannot write labels on a patches"):
+    with pytest.raises(LabelingError, match="cannot write labels on a patches"):
         fz.detect(dataset.to_patches("gt"), PROMPTS, model=shapes_model, progress=False)
 
 
 def test_heatmap_field_of_another_type_is_refused(shapes_model, tmp_path):
     dataset = _dataset("heatmap-clash", _jpegs(tmp_path, 1))
     dataset.set_values("clip_heatmap_red_circle", [fo.Classification(label="x")])
-    with pytest.raises(DetectError, match="'clip_heatmap_red_circle' already holds Classification"):
+    with pytest.raises(LabelingError, match="'clip_heatmap_red_circle' already holds Classification"):
         fz.detect(dataset, PROMPTS, model=shapes_model, label_field="clip", progress=False)
     assert not dataset.has_field("clip")
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import fiftyone_clip_zeroshot as fz
-from fiftyone_clip_zeroshot.labeling.detect import DetectError, run_key
+from fiftyone_clip_zeroshot.labeling.detect import run_key
+from fiftyone_clip_zeroshot.labeling.jobs import LabelingError
 from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,16 +26,6 @@ def dataset(tmp_root, request):
                              width=320, height=240)
     yield ds
     ds.delete()
-
-
-@pytest.fixture(scope="module")
-def plugin_dir(tmp_root):
-    """The repository itself, linked into the temp plugins dir, as a user would clone it there."""
-    link = Path(fo.config.plugins_dir) / "fiftyone-clip-zeroshot"
-    link.parent.mkdir(parents=True, exist_ok=True)
-    if not link.exists():
-        link.symlink_to(REPO, target_is_directory=True)
-    return link
 
 
 def _counts(samples, field):
@@ -82,7 +73,7 @@ def test_selected_samples_only_are_touched(dataset, shapes_model):
 
 def test_field_of_another_type_is_refused_before_any_work(dataset, shapes_model):
     dataset.set_values("clip", [fo.Classification(label="x")] * len(dataset))
-    with pytest.raises(DetectError, match="already holds Classification"):
+    with pytest.raises(LabelingError, match="already holds Classification"):
         fz.detect(dataset, PROMPTS, model=shapes_model, label_field="clip", progress=False)
 
 

@@ -12,7 +12,7 @@ from fiftyone_clip_zeroshot.core.images import load_image
 from fiftyone_clip_zeroshot.core.localize import localize_tensor
 from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL, ClipModel
 from fiftyone_clip_zeroshot.core.options import LocalizeOptions, check_method, check_prompts
-from fiftyone_clip_zeroshot.labeling.detect import cached_model
+from fiftyone_clip_zeroshot.labeling.jobs import resolve_model
 from fiftyone_clip_zeroshot.labeling.labels import to_detections
 
 
@@ -38,7 +38,7 @@ class ClipZeroShotModel(fom.SamplesMixin, fom.Model):
         self.prompts = check_prompts(prompts)
         self.method = check_method(method)
         self.options = LocalizeOptions.create(self.method, **options)
-        self.clip = model if isinstance(model, ClipModel) else cached_model(model, device)
+        self.clip = resolve_model(model, device)
         self._preprocess = False
 
     @property

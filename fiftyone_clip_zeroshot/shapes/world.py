@@ -275,16 +275,19 @@ def render_scene(
     height: int = 480,
     max_objects: int = 6,
     classes: tuple[str, ...] = CLASSES,
+    min_objects: int = 0,
+    sizes: tuple[float, float] = (24, 220),
 ) -> Scene:
-    """A scene with 0..``max_objects`` shapes of 24–220 px (at most 90 % of the shorter side) drawn from ``classes``; overlaps are bounded."""
+    """A scene with ``min_objects``..``max_objects`` shapes of ``sizes`` px (at most 90 % of the
+    shorter side) drawn from ``classes``; overlaps are bounded, so crowded scenes may hold fewer."""
     rng = _rng(seed, index, 1)
     img = _background(rng, width, height)
     _add_clutter(rng, img, int(rng.integers(5, 30)))
     boxes: list[np.ndarray] = []
     labels: list[str] = []
-    for _ in range(int(rng.integers(0, max_objects + 1))):
+    for _ in range(int(rng.integers(min_objects, max_objects + 1))):
         for _attempt in range(20):
-            size = min(float(np.exp(rng.uniform(math.log(24), math.log(220)))), 0.9 * min(width, height))
+            size = min(float(np.exp(rng.uniform(*np.log(sizes)))), 0.9 * min(width, height))
             cx, cy = rng.uniform(size / 2, width - size / 2), rng.uniform(size / 2, height - size / 2)
             box = np.array([cx - size / 2, cy - size / 2, cx + size / 2, cy + size / 2])
             if all(_overlap_fraction(box, other) < 0.25 for other in boxes):

@@ -1,0 +1,82 @@
+"""CLIP as a judge of given regions: score boxes (verify/relabel) and whole images (classify).
+
+Both use the same batched, on-device cropping as the localizers. Box scores compete with a
+background prompt, so a box that shows nothing in particular can say so; whole-image scores are
+a plain softmax over the classes, because an image classification has to pick one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fiftyone_clip_zeroshot.core.boxes import with_context
+from fiftyone_clip_zeroshot.core.localize import PromptScorer
+from fiftyone_clip_zeroshot.core.model import ClipModel
+from fiftyone_clip_zeroshot.core.options import check_prompts
+from fiftyone_clip_zeroshot.core.windows import crop_boxes
+
+BACKGROUND = "background"  # the label of a box that CLIP finds closer to the background prompt
+DEFAULT_TEMPLATE = "a photo of a {}"
+
+
+@dataclass
+class BoxVerdict:
+    """CLIP's reading of each box: ``labels[i]`` is a class or ``BACKGROUND``, ``scores[i]`` its
+    probability; ``probs`` ``(N, C)`` holds every class's probability (the rest is background)."""
+
+    labels: list[str]
+    scores: np.ndarray
+    probs: np.ndarray
+
+
+def prompt_texts(classes: Sequence[str], template: str) -> list[str]:
+    """``template`` applied to each class (``"{}"`` keeps them as they are)."""
+    if "{}" not in template:
+        raise ValueError(f"template must contain '{{}}' where the class goes, got {template!r}")
+    return [template.format(c) for c in classes]
+
+
+def score_boxes(
+    pixels: torch.Tensor,
+    xyxy: np.ndarray,
+    classes: Sequence[str],
+    model: ClipModel,
+    margin: float = 0.1,
+    template: str = DEFAULT_TEMPLATE,
+    background: Sequence[str] = ("a photo of background",),
+) -> BoxVerdict:
+    """Which of ``classes`` each xyxy box of uint8 ``(3, H, W)`` ``pixels`` shows, if any.
+
+    Each box is cut as a square with ``margin`` context on each side (CLIP sees whole objects
+    best that way) and crops are embedded in batches on the model's device.
+    """
+    classes = check_prompts(classes)
+    context = with_context(np.asarray(xyxy, np.float64).reshape(-1, 4), margin, tuple(pixels.shape[1:]))
+    embeddings = model.encode_batches(len(context), lambda idx: crop_boxes(pixels, context[idx], model.image_size))
+    probs = PromptScorer(model, prompt_texts(classes, template), background)(embeddings).cpu().numpy()
+    rest = 1.0 - probs.sum(1)
+    best = probs.argmax(1) if len(probs) else np.zeros(0, int)
+    top = probs[np.arange(len(probs)), best]
+    labels = [classes[b] if p >= r else BACKGROUND for b, p, r in zip(best, top, rest)]
+    return BoxVerdict(labels, np.maximum(top, rest).astype(np.float32), probs.astype(np.float32))
+
+
+def classify_image(
+    pixels: torch.Tensor, classes: Sequence[str], model: ClipModel, template: str = DEFAULT_TEMPLATE
+) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-shot class probabilities and logits ``(C,)`` of a uint8 ``(3, H, W)`` image.
+
+    The image is seen as CLIP's own preprocessing sees it: the central square, resized.
+    """
+    classes = check_prompts(classes)
+    height, width = pixels.shape[1:]
+    side = min(height, width)
+    left, top = (width - side) / 2, (height - side) / 2
+    crop = crop_boxes(pixels, np.array([[left, top, left + side, top + side]]), model.image_size)
+    text = model.encode_text(prompt_texts(classes, template))
+    logits = (model.logit_scale * model.encode_images(crop) @ text.T)[0]
+    return torch.softmax(logits, 0).cpu().numpy(), logits.cpu().numpy()

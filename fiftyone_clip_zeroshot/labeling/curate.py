@@ -1,0 +1,273 @@
+"""Curate auto-labels with CLIP: verify/relabel boxes, classify images, evaluate, tag for review.
+
+The review loop: ``detect`` (or any detector) proposes boxes → ``verify`` has CLIP read every box
+and tags disagreements → ``evaluate`` compares with ground truth → ``tag_for_review`` marks the
+doubtful labels ``needs_review`` → ``review_view`` shows them as patches in the App.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import fiftyone as fo
+import numpy as np
+import torch
+from fiftyone import ViewField as F
+
+from fiftyone_clip_zeroshot.core.classify import BACKGROUND, DEFAULT_TEMPLATE, classify_image, prompt_texts, score_boxes
+from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL, ClipModel
+from fiftyone_clip_zeroshot.core.options import OptionsError, check_prompts
+from fiftyone_clip_zeroshot.labeling.jobs import (
+    LabelingError,
+    Progress,
+    SampleJob,
+    check_field_name,
+    check_target,
+    declare_fields,
+    resolve_model,
+    run_job,
+)
+
+MISMATCH_TAG = "clip:mismatch"
+REVIEW_TAG = "needs_review"
+
+
+class VerifyJob(SampleJob):
+    """CLIP reads every box of ``label_field`` (see ``verify``)."""
+
+    def __init__(
+        self,
+        samples: fo.core.collections.SampleCollection,
+        label_field: str,
+        classes: Sequence[str] | None = None,
+        model: str | ClipModel = DEFAULT_MODEL,
+        margin: float = 0.1,
+        template: str = DEFAULT_TEMPLATE,
+        relabel_field: str | None = None,
+        mismatch_tag: str = MISMATCH_TAG,
+        device: str | None = None,
+        skip_failures: bool = True,
+    ):
+        schema = samples.get_field_schema() if isinstance(samples, fo.core.collections.SampleCollection) else {}
+        if getattr(schema.get(label_field), "document_type", None) is not fo.Detections:
+            raise LabelingError(f"label_field {label_field!r} must be an existing fo.Detections field of the samples")
+        if not 0 <= margin <= 2:
+            raise OptionsError(f"margin must be in [0, 2] (a fraction of the box side), got {margin}")
+        self.label_field, self.relabel_field = label_field, relabel_field and check_field_name(relabel_field, "relabel_field")
+        self.classes = check_prompts(classes or samples.distinct(f"{label_field}.detections.label"))
+        prompt_texts(self.classes, template)
+        self.margin, self.template, self.mismatch_tag = margin, template, mismatch_tag
+        self.skip_failures = skip_failures
+        self.field_types = {label_field: fo.Detections, **({relabel_field: fo.Detections} if relabel_field else {})}
+        check_target(samples, self.field_types)
+        self.samples = samples.exists(label_field)
+        self.model = resolve_model(model, device)
+        self.mismatches = 0
+        super().__init__()
+
+    def start(self) -> None:
+        declare_fields(self.samples, self.field_types)
+
+    def labels(self, sample: fo.Sample, pixels: torch.Tensor) -> dict[str, fo.Detections]:
+        detections = sample[self.label_field]  # edited in place after scoring, so ids stay
+        height, width = int(pixels.shape[1]), int(pixels.shape[2])
+        boxes = np.array([d.bounding_box for d in detections.detections], np.float64).reshape(-1, 4)
+        xyxy = np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], 1) * [width, height, width, height]
+        verdict = score_boxes(pixels, xyxy, self.classes, self.model, self.margin, self.template)
+        relabelled = []
+        for detection, label, score in zip(detections.detections, verdict.labels, verdict.scores):
+            detection["clip_label"], detection["clip_confidence"] = label, float(score)
+            tags = [t for t in detection.tags if t != self.mismatch_tag]
+            if label != detection.label:
+                tags.append(self.mismatch_tag)
+                self.mismatches += 1
+            detection.tags = tags
+            if label != BACKGROUND:
+                relabelled.append(fo.Detection(label=label, bounding_box=detection.bounding_box, confidence=float(score)))
+        updates = {self.label_field: detections}
+        if self.relabel_field:
+            updates[self.relabel_field] = fo.Detections(detections=relabelled)
+        return updates
+
+
+class ClassifyJob(SampleJob):
+    """Zero-shot image classification (see ``classify``)."""
+
+    def __init__(
+        self,
+        samples: fo.core.collections.SampleCollection,
+        classes: Sequence[str],
+        label_field: str = "clip_classification",
+        model: str | ClipModel = DEFAULT_MODEL,
+        template: str = DEFAULT_TEMPLATE,
+        store_logits: bool = False,
+        device: str | None = None,
+        skip_failures: bool = True,
+    ):
+        self.classes = check_prompts(classes)
+        if len(self.classes) < 2:
+            raise OptionsError("classification needs at least two classes to choose between")
+        prompt_texts(self.classes, template)
+        self.label_field, self.template, self.store_logits = check_field_name(label_field), template, store_logits
+        self.skip_failures = skip_failures
+        check_target(samples, {label_field: fo.Classification})
+        self.samples = samples
+        self.model = resolve_model(model, device)
+        super().__init__()
+
+    def start(self) -> None:
+        declare_fields(self.samples, {self.label_field: fo.Classification})
+
+    def labels(self, sample: fo.Sample, pixels: torch.Tensor) -> dict[str, fo.Classification]:
+        probs, logits = classify_image(pixels, self.classes, self.model, self.template)
+        best = int(probs.argmax())
+        label = fo.Classification(label=self.classes[best], confidence=float(probs[best]))
+        if self.store_logits:
+            label.logits = logits.astype(np.float32)
+        return {self.label_field: label}
+
+
+def verify(
+    samples: fo.core.collections.SampleCollection,
+    label_field: str,
+    classes: Sequence[str] | None = None,
+    model: str | ClipModel = DEFAULT_MODEL,
+    margin: float = 0.1,
+    template: str = DEFAULT_TEMPLATE,
+    relabel_field: str | None = None,
+    mismatch_tag: str = MISMATCH_TAG,
+    device: str | None = None,
+    skip_failures: bool = True,
+    progress: Progress = True,
+) -> int:
+    """Have CLIP read every box of ``label_field``; returns the number of disagreements.
+
+    Each box is cropped with ``margin`` context and scored against ``classes`` (default: the
+    field's own labels, in ``template``) plus a background prompt. Every detection gets
+    ``clip_label`` (a class or ``"background"``) and ``clip_confidence``; where ``clip_label``
+    differs from ``label`` the detection is tagged ``mismatch_tag`` (the tag is removed when a
+    rerun agrees). With ``relabel_field``, a copy with CLIP's labels is written there (boxes
+    CLIP reads as background are left out).
+    """
+    job = VerifyJob(samples, label_field, classes, model, margin, template, relabel_field, mismatch_tag, device,
+                    skip_failures)
+    run_job(job, progress)
+    return job.mismatches
+
+
+def classify(
+    samples: fo.core.collections.SampleCollection,
+    classes: Sequence[str],
+    label_field: str = "clip_classification",
+    model: str | ClipModel = DEFAULT_MODEL,
+    template: str = DEFAULT_TEMPLATE,
+    store_logits: bool = False,
+    device: str | None = None,
+    skip_failures: bool = True,
+    progress: Progress = True,
+) -> None:
+    """Zero-shot classification of each image into ``classes`` → ``fo.Classification`` in ``label_field``.
+
+    ``confidence`` is the softmax probability over the classes (prompts are ``template`` filled
+    with each class); ``store_logits`` also stores CLIP's logits, in the order of ``classes``.
+    """
+    run_job(ClassifyJob(samples, classes, label_field, model, template, store_logits, device, skip_failures), progress)
+
+
+@dataclass
+class EvaluationReport:
+    """A short summary of ``evaluate_detections``: COCO mAP, per-class AP and TP/FP/FN counts."""
+
+    eval_key: str
+    map: float
+    tp: int
+    fp: int
+    fn: int
+    per_class: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def precision(self) -> float:
+        return self.tp / max(self.tp + self.fp, 1)
+
+    @property
+    def recall(self) -> float:
+        return self.tp / max(self.tp + self.fn, 1)
+
+    def __str__(self) -> str:
+        lines = [f"evaluation {self.eval_key!r}: mAP@[.5:.95] {self.map:.3f}   TP {self.tp}  FP {self.fp}  FN {self.fn}   "
+                 f"precision {self.precision:.2f}  recall {self.recall:.2f}",
+                 f"{'class':<24}{'AP':>7}{'TP':>5}{'FP':>5}{'FN':>5}"]
+        for name, row in self.per_class.items():
+            ap = f"{row['ap']:>7.3f}" if row["ap"] >= 0 else f"{'n/a':>7}"  # FiftyOne: -1 = no ground truth
+            lines.append(f"{name:<24}{ap}{row['tp']:>5.0f}{row['fp']:>5.0f}{row['fn']:>5.0f}")
+        return "\n".join(lines)
+
+
+def evaluate(
+    samples: fo.core.collections.SampleCollection,
+    pred_field: str,
+    gt_field: str = "ground_truth",
+    eval_key: str = "eval",
+    iou: float = 0.5,
+) -> EvaluationReport:
+    """FiftyOne's COCO-style ``evaluate_detections`` (TP/FP/FN per label under ``eval_key``, mAP)
+    plus a printable per-class report. Classes are the ground truth's and the predictions' labels."""
+    results = samples.evaluate_detections(pred_field, gt_field=gt_field, eval_key=eval_key, iou=iou, compute_mAP=True,
+                                          progress=False)
+    pred_counts = samples.count_values(f"{pred_field}.detections.{eval_key}")
+    per_class = {}
+    for name in results.classes:
+        mine = samples.filter_labels(pred_field, F("label") == name, only_matches=False)
+        preds = mine.count_values(f"{pred_field}.detections.{eval_key}")
+        gts = samples.filter_labels(gt_field, F("label") == name, only_matches=False).count_values(
+            f"{gt_field}.detections.{eval_key}")
+        per_class[name] = dict(ap=float(results.mAP(classes=[name])), tp=preds.get("tp", 0), fp=preds.get("fp", 0),
+                               fn=gts.get("fn", 0))
+    fn = samples.count_values(f"{gt_field}.detections.{eval_key}").get("fn", 0)
+    return EvaluationReport(eval_key, float(results.mAP()), pred_counts.get("tp", 0), pred_counts.get("fp", 0), fn,
+                            per_class)
+
+
+def tag_for_review(
+    samples: fo.core.collections.SampleCollection,
+    label_field: str,
+    confidence_below: float | None = None,
+    mismatch_tag: str | None = MISMATCH_TAG,
+    eval_key: str | None = None,
+    gt_field: str | None = None,
+    tag: str = REVIEW_TAG,
+) -> int:
+    """Tag the doubtful labels ``tag`` and return how many were tagged.
+
+    Doubtful: confidence below ``confidence_below``, tagged ``mismatch_tag`` by ``verify``, or a
+    false positive under ``eval_key``; with ``gt_field`` and ``eval_key``, missed ground-truth
+    objects (false negatives) are tagged too.
+    """
+    conditions = []
+    if confidence_below is not None:
+        conditions.append(F("confidence") < confidence_below)
+    if mismatch_tag:
+        conditions.append(F("tags").contains(mismatch_tag))
+    if eval_key:
+        conditions.append(F(eval_key) == "fp")
+    before = samples.count_label_tags().get(tag, 0)
+    if conditions:
+        doubtful = conditions[0] if len(conditions) == 1 else F.any(conditions)
+        samples.filter_labels(label_field, doubtful).tag_labels(tag, label_fields=[label_field])
+    if gt_field and eval_key:
+        samples.filter_labels(gt_field, F(eval_key) == "fn").tag_labels(tag, label_fields=[gt_field])
+    return samples.count_label_tags().get(tag, 0) - before
+
+
+def review_view(
+    samples: fo.core.collections.SampleCollection,
+    label_field: str,
+    tag: str = REVIEW_TAG,
+    eval_key: str | None = None,
+) -> fo.DatasetView:
+    """Patches to review: with ``eval_key``, the evaluation patches that hold a false positive or
+    a false negative; otherwise one patch per label of ``label_field`` tagged ``tag``."""
+    if eval_key:
+        return samples.to_evaluation_patches(eval_key).match(F("type").is_in(["fp", "fn"]))
+    return samples.select_labels(tags=tag, fields=label_field).to_patches(label_field)

@@ -1,0 +1,163 @@
+"""What every labelling run shares: validation of the target, a per-sample loop with background
+decoding, saving and failure handling, and the progress/summary plumbing of ``detect``, ``verify``
+and ``classify``.
+
+A job is validated when it is constructed (nothing is written before), then ``steps()`` works one
+sample at a time and yields ``(done, total)``. A sample's fields are assigned only once all of
+them are computed, and FiftyOne saves each sample in one update, so a failure or interruption
+never leaves half a result.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import lru_cache
+from typing import Any
+
+import fiftyone as fo
+import fiftyone.core.utils as fou
+import torch
+
+from fiftyone_clip_zeroshot.core.images import load_image
+from fiftyone_clip_zeroshot.core.model import ClipModel, load_model
+
+logger = logging.getLogger(__name__)
+
+PREFETCH = 2
+SAVE_EVERY = dict(batching_strategy="latency", batch_size=2.0)  # seconds: a killed run loses at most this much
+
+Progress = bool | Callable[[int, int], None]
+
+
+class LabelingError(ValueError):
+    """The run cannot start (bad target, field clash); nothing was written."""
+
+
+@lru_cache(maxsize=2)
+def cached_model(name_or_path: str, device: str | None) -> ClipModel:
+    """Load once per (model, device): the operators run many times in one App server process."""
+    return load_model(name_or_path, device=device)
+
+
+def resolve_model(model: str | ClipModel, device: str | None) -> ClipModel:
+    return model if isinstance(model, ClipModel) else cached_model(model, device)
+
+
+class SampleJob:
+    """Base of the labelling runs: subclasses validate in ``__init__`` and implement ``labels``.
+
+    ``failures`` maps sample ids to the error that stopped them (with ``skip_failures``;
+    otherwise the first error is raised after the samples before it were saved).
+    """
+
+    samples: fo.core.collections.SampleCollection
+    model: ClipModel
+    skip_failures: bool = True
+
+    def __init__(self) -> None:
+        self.failures: dict[str, str] = {}
+        self.total = len(self.samples)
+
+    def labels(self, sample: fo.Sample, pixels: torch.Tensor) -> dict[str, Any]:
+        """The field values to set on ``sample`` (raise to leave the sample untouched)."""
+        raise NotImplementedError
+
+    def start(self) -> None:
+        """Called once before the first sample."""
+
+    def finish(self) -> None:
+        """Called once after the last sample."""
+
+    def steps(self) -> Iterator[tuple[int, int]]:
+        """Process the samples one by one, yielding ``(done, total)`` after each."""
+        self.start()
+        done = 0
+        with ThreadPoolExecutor(PREFETCH) as pool:
+            images = prefetch_images(pool, self.samples.values("filepath"), self.model.device)
+            for sample, image in zip(self.samples.iter_samples(autosave=True, **SAVE_EVERY), images):
+                try:
+                    updates = self.labels(sample, image.result())
+                except Exception as error:  # noqa: BLE001 - reported per sample, see skip_failures
+                    if not self.skip_failures:
+                        raise
+                    self.failures[sample.id] = f"{type(error).__name__}: {error}"
+                    logger.warning("sample %s (%s) failed: %s", sample.id, sample.filepath, self.failures[sample.id])
+                else:
+                    for field, value in updates.items():
+                        sample[field] = value
+                done += 1
+                yield done, self.total
+        self.finish()
+        if self.failures:
+            logger.warning("%d of %d samples failed; see job.failures", len(self.failures), self.total)
+
+
+def run_job(job: SampleJob, progress: Progress) -> None:
+    """Drive ``job`` with a progress bar (or a ``progress(done, total)`` callback), then print failures."""
+    if callable(progress):
+        for done, total in job.steps():
+            progress(done, total)
+    else:
+        with fou.ProgressBar(total=job.total, progress=progress) as bar:
+            for _ in job.steps():
+                bar.update()
+    if job.failures:
+        print(f"{len(job.failures)} of {job.total} samples failed:")
+        for sample_id, message in job.failures.items():
+            print(f"  {sample_id}: {message}")
+
+
+def prefetch_images(pool: ThreadPoolExecutor, paths: list[str], device: torch.device) -> Iterator[Future]:
+    """Decode images ``PREFETCH`` ahead of the consumer, moving uint8 pixels to ``device``."""
+    def load(path: str) -> torch.Tensor:
+        pixels = load_image(path)
+        if device.type == "cuda":
+            return pixels.pin_memory().to(device, non_blocking=True)
+        return pixels
+
+    queue: deque[Future] = deque()
+    for path in paths:
+        queue.append(pool.submit(load, path))
+        if len(queue) > PREFETCH:
+            yield queue.popleft()
+    yield from queue
+
+
+def check_field_name(name: str, what: str = "label_field") -> str:
+    if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+        raise LabelingError(f"{what} must be a plain field name (letters, digits, _), got {name!r}")
+    return name
+
+
+def check_target(samples: Any, fields: dict[str, type]) -> None:
+    """Refuse what cannot take our labels (``fields``: name → label type), before anything is written."""
+    if not isinstance(samples, fo.core.collections.SampleCollection):
+        raise LabelingError(f"samples must be a FiftyOne dataset or view, got {type(samples).__name__}")
+    if samples.media_type != "image":
+        raise LabelingError(
+            f"only image collections are supported, this one has media type {samples.media_type!r}; "
+            "for videos, convert frames to images first (e.g. dataset.to_frames(sample_frames=True))"
+        )
+    if samples._is_patches or samples._is_frames or samples._is_clips:
+        raise LabelingError("cannot write labels on a patches/frames/clips view; run on the source dataset or a view of it")
+    schema = samples.get_field_schema()
+    for field, label_type in fields.items():
+        existing = schema.get(field)
+        if existing is None:
+            continue
+        document_type = getattr(existing, "document_type", None)
+        if document_type is not label_type:
+            found = document_type.__name__ if document_type else type(existing).__name__
+            raise LabelingError(f"field {field!r} already holds {found}, not {label_type.__name__}; choose another field")
+
+
+def declare_fields(samples: Any, fields: dict[str, type]) -> None:
+    """Add new label fields to the schema in one step (one at a time costs a schema reload per
+    field, minutes for hundreds of prompts)."""
+    schema = samples._dataset.get_field_schema()
+    missing = {name: fo.EmbeddedDocumentField(kind) for name, kind in fields.items() if name not in schema}
+    if missing:
+        samples._dataset._merge_sample_field_schema(missing)
