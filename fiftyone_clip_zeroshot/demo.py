@@ -2,8 +2,10 @@
 
     python -m fiftyone_clip_zeroshot.demo [--samples 24] [--method sliding_window] [--launch]
 
-Writes ``clip_detections`` (all prompts) and one ``clip_detections_heatmap_<prompt>`` per prompt,
-evaluates against ``ground_truth`` with FiftyOne's COCO-style evaluation and prints the summary.
+The whole review loop: detect (``clip_detections`` for all prompts and one
+``clip_detections_heatmap_<prompt>`` per prompt) → verify each box with CLIP → evaluate against
+``ground_truth`` (FiftyOne's COCO-style evaluation) → tag doubtful labels ``needs_review`` → count
+the review patches. Prints the report.
 """
 
 from __future__ import annotations
@@ -29,21 +31,18 @@ def run(samples: int, method: str, images_dir: Path) -> fo.Dataset:
     model = fz.load_model("shapes-world")
     fields = fz.detect(dataset, list(PROMPTS), method=method, model=model, label_field="clip_detections")
     elapsed = time.perf_counter() - start
-    results = dataset.evaluate_detections(
-        "clip_detections", gt_field="ground_truth", eval_key="eval", compute_mAP=True, progress=False
-    )
     print(f"\nfields written: {', '.join(fields)}")
-    print(f"method: {method}   model: shapes-world on {model.device}   total time: {elapsed:.1f}s")
-    print(f"mAP@[.5:.95] (COCO): {results.mAP():.3f}")
-    counts = dataset.count_values("clip_detections.detections.label")
-    truth = dataset.count_values("ground_truth.detections.label")
-    print("\nprompt            detections  ground truth")
-    for prompt in PROMPTS:
-        print(f"{prompt:<17} {counts.get(prompt, 0):>10}  {truth.get(prompt, 0):>12}")
-    tp, fp, fn = dataset.sum("eval_tp"), dataset.sum("eval_fp"), dataset.sum("eval_fn")
-    print(f"IoU 0.5: {tp} true positives, {fp} false positives, {fn} false negatives; "
-          f"precision {tp / max(tp + fp, 1):.2f}, recall {tp / max(tp + fn, 1):.2f}")
+    print(f"method: {method}   model: shapes-world on {model.device}   detection time: {elapsed:.1f}s\n")
+    mismatches = fz.verify(dataset, "clip_detections", model=model, progress=False)
+    report = fz.evaluate(dataset, "clip_detections", gt_field="ground_truth", eval_key="eval")
+    print(report)
+    tagged = fz.tag_for_review(dataset, "clip_detections", confidence_below=0.7, eval_key="eval", gt_field="ground_truth")
+    patches = fz.review_view(dataset, "clip_detections", eval_key="eval")
+    print(f"\nverify: CLIP disagrees with {mismatches} boxes (tagged 'clip:mismatch')")
+    print(f"review: {tagged} labels tagged 'needs_review' (confidence < 0.7, mismatches, false positives, "
+          f"missed ground truth); {len(patches)} evaluation patches to review (FP + FN)")
     print(f"\nOpen it: python -c \"import fiftyone as fo; fo.launch_app(fo.load_dataset('{DATASET}')).wait()\"")
+    print("Review view in Python: fz.review_view(dataset, 'clip_detections', eval_key='eval')")
     return dataset
 
 
