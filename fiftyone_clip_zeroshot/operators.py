@@ -225,7 +225,7 @@ class EvaluateAndReview(foo.Operator):
 
 
 def _config(name: str, label: str, description: str) -> foo.OperatorConfig:
-    return foo.OperatorConfig(name=name, label=label, description=description, dynamic=True,
+    return foo.OperatorConfig(name=name, label=label, description=description, dynamic=False,
                               execute_as_generator=True, allow_immediate_execution=True, allow_delegated_execution=True)
 
 

