@@ -152,3 +152,40 @@ def test_detect_operator_from_the_app_on_two_selected_samples(app, page):
     _show_field(page, "clip_detections_heatmap_yellow_circle")
     page.wait_for_timeout(3000)
     page.screenshot(path=ARTIFACTS / "modal-heatmap.png")
+
+
+def test_panel_runs_on_two_selected_samples_and_shows_a_histogram(app, page):
+    dataset, url = app
+    page.set_viewport_size({"width": 1400, "height": 1900})  # the whole panel, histogram included
+    page.goto(url)
+    _dismiss_banner(page)
+    _select_in_grid(page, SELECT)
+    page.locator('[title="New panel"]').click()
+    page.get_by_text("CLIP zero-shot", exact=True).click()
+    page.get_by_role("button", name="Run detection").wait_for()
+    page.screenshot(path=ARTIFACTS / "panel-open.png")
+    add = page.get_by_role("button", name="Add prompts")
+    for index, prompt in enumerate(PROMPTS):
+        add.click()
+        item = page.locator('input[type="string"]').nth(index)
+        item.press_sequentially(prompt, delay=100)
+        item.press("Tab")
+        page.wait_for_timeout(1500)
+    model = page.locator('input[value="openai/clip-vit-base-patch32"]')
+    model.fill("shapes-world")
+    model.press("Tab")
+    page.wait_for_timeout(1000)
+    page.get_by_role("button", name="Run detection").click()
+
+    def labelled_count() -> int:
+        dataset.reload()
+        return dataset.count("clip_detections") if dataset.has_field("clip_detections") else 0
+
+    assert _wait_for(lambda: labelled_count() == 2, 300), "the panel's run did not label 2 samples within 300 s"
+    assert set(dataset.exists("clip_detections").values("id")) == {dataset.skip(i).first().id for i in SELECT}
+    assert dataset.get_run_info("clip_zeroshot_clip_detections").config.prompts == PROMPTS
+    page.get_by_text("Labelled 2 of 2 samples").wait_for()
+    page.locator(".js-plotly-plot").first.wait_for()
+    page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
+    page.wait_for_timeout(2000)
+    page.screenshot(path=ARTIFACTS / "panel-histogram.png")

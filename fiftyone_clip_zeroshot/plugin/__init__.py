@@ -13,4 +13,10 @@ try:
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from fiftyone_clip_zeroshot.operators import register  # noqa: E402,F401
+from fiftyone_clip_zeroshot import operators  # noqa: E402
+from fiftyone_clip_zeroshot.panel import ClipZeroShotPanel  # noqa: E402
+
+
+def register(plugin) -> None:
+    operators.register(plugin)
+    plugin.register(ClipZeroShotPanel)

@@ -1,0 +1,87 @@
+"""Read a detections field back for people: per-prompt counts and confidences, the run that made
+it, confidence-filtered views and the fields to show for one prompt (what the App panel displays)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import fiftyone as fo
+from fiftyone import ViewField as F
+
+from fiftyone_clip_zeroshot.labeling.detect import run_key
+
+
+@dataclass
+class PromptStats:
+    """One prompt (label) of a detections field."""
+
+    prompt: str
+    detections: int
+    samples: int  # samples with at least one detection of the prompt
+    confidences: list[float] = field(default_factory=list)
+    heatmap_field: str | None = None
+
+
+def detection_fields(samples: fo.core.collections.SampleCollection) -> list[str]:
+    """The collection's ``fo.Detections`` fields, those written by this plugin first."""
+    fields = list(samples.get_field_schema(embedded_doc_type=fo.Detections))
+    runs = set(samples._dataset.list_runs())
+    return sorted(fields, key=lambda name: (run_key(name) not in runs, name))
+
+
+def run_parameters(samples: fo.core.collections.SampleCollection, label_field: str) -> dict[str, Any] | None:
+    """The parameters of the ``detect`` run that wrote ``label_field`` (None if none did)."""
+    key = run_key(label_field)
+    if key not in samples._dataset.list_runs():
+        return None
+    config = samples._dataset.get_run_info(key).config.serialize()
+    return {k: v for k, v in config.items() if k not in ("cls", "type", "method")}
+
+
+def prompt_stats(samples: fo.core.collections.SampleCollection, label_field: str) -> list[PromptStats]:
+    """Counts and confidences per label of ``label_field``, in the order the run prompted them."""
+    labels = samples.values(f"{label_field}.detections.label")
+    confidences = samples.values(f"{label_field}.detections.confidence")
+    params = run_parameters(samples, label_field) or {}
+    prompts = list(params.get("prompts") or [])
+    heatmaps = dict(zip(prompts, params.get("heatmap_fields") or []))
+    found = sorted({label for sample in labels for label in sample or []} - set(prompts))
+    stats = {p: PromptStats(p, 0, 0, heatmap_field=heatmaps.get(p)) for p in [*prompts, *found]}
+    for sample_labels, sample_confidences in zip(labels, confidences):
+        for label in set(sample_labels or []):
+            stats[label].samples += 1
+        for label, confidence in zip(sample_labels or [], sample_confidences or []):
+            stats[label].detections += 1
+            if confidence is not None:
+                stats[label].confidences.append(float(confidence))
+    return list(stats.values())
+
+
+def confidence_view(
+    samples: fo.core.collections.SampleCollection, label_field: str, threshold: float, above: bool = True
+) -> fo.DatasetView:
+    """Samples with labels of ``label_field`` at/above (or below) ``threshold``, showing only those labels."""
+    condition = F("confidence") >= threshold if above else F("confidence") < threshold
+    return samples.filter_labels(label_field, condition)
+
+
+def fields_to_show(samples: fo.core.collections.SampleCollection, label_field: str, prompt: str) -> list[str]:
+    """The detections field plus ``prompt``'s heatmap field (other heatmaps hidden)."""
+    heatmap = next((s.heatmap_field for s in prompt_stats(samples, label_field) if s.prompt == prompt), None)
+    return [label_field, *([heatmap] if heatmap else [])]
+
+
+def histogram_traces(stats: list[PromptStats], bins: int = 20) -> list[dict[str, Any]]:
+    """Plotly bar traces: the confidence histogram of each prompt over ``bins`` bins of [0, 1]."""
+    traces = []
+    for item in stats:
+        counts = Counter(min(int(c * bins), bins - 1) for c in item.confidences)
+        traces.append({
+            "type": "bar",
+            "name": item.prompt,
+            "x": [(b + 0.5) / bins for b in range(bins)],
+            "y": [counts.get(b, 0) for b in range(bins)],
+        })
+    return traces

@@ -1,0 +1,183 @@
+"""The "CLIP zero-shot" App panel: prompt and run, inspect the results, filter, show heatmaps, tag.
+
+A Python panel (no JavaScript build). Its handlers only wire the App to library functions:
+``DetectJob`` to run, ``labeling.inspect`` to read results back, ``tag_for_review`` to tag.
+"""
+
+from __future__ import annotations
+
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL
+from fiftyone_clip_zeroshot.core.options import DEFAULT_THRESH, METHODS
+from fiftyone_clip_zeroshot.labeling.curate import REVIEW_TAG, tag_for_review
+from fiftyone_clip_zeroshot.labeling.detect import DetectJob
+from fiftyone_clip_zeroshot.labeling.inspect import (
+    confidence_view,
+    detection_fields,
+    fields_to_show,
+    histogram_traces,
+    prompt_stats,
+    run_parameters,
+)
+from fiftyone_clip_zeroshot.operators import DELEGATE_ABOVE, USER_ERRORS
+
+DETECT_URI = "@clip-zeroshot/fiftyone-clip-zeroshot/detect"
+TARGETS = {"DATASET": "Dataset", "CURRENT_VIEW": "Current view", "SELECTED_SAMPLES": "Selected samples"}
+DEFAULTS = dict(prompts=[], method=METHODS[0], model=DEFAULT_MODEL, threshold=None, target="CURRENT_VIEW",
+                label_field="clip_detections", slider=0.5, direction="above", status="")
+
+
+class ClipZeroShotPanel(foo.Panel):
+    """Prompt, run, inspect and act on CLIP zero-shot detections beside the samples grid."""
+
+    @property
+    def config(self) -> foo.PanelConfig:
+        return foo.PanelConfig(name="clip_zeroshot_panel", label="CLIP zero-shot", surfaces="grid",
+                               help_markdown="Type prompts, run CLIP detection on the target, inspect and curate.")
+
+    def on_load(self, ctx) -> None:
+        for key, value in DEFAULTS.items():
+            if ctx.panel.state.get(key) is None and value is not None:
+                ctx.panel.state.set(key, value)
+        if ctx.selected:
+            ctx.panel.state.set("target", "SELECTED_SAMPLES")
+        fields = detection_fields(ctx.dataset)
+        if fields and ctx.panel.state.get("inspect_field") not in fields:
+            ctx.panel.state.set("inspect_field", fields[0])
+        self._refresh(ctx)
+
+    def on_change_selected(self, ctx) -> None:
+        """The target follows the grid selection."""
+        if ctx.selected:
+            ctx.panel.state.set("target", "SELECTED_SAMPLES")
+        elif ctx.panel.state.get("target") == "SELECTED_SAMPLES":
+            ctx.panel.state.set("target", "CURRENT_VIEW")
+
+    def on_change_field(self, ctx) -> None:
+        ctx.panel.state.set("inspect_field", ctx.params.get("value"))
+        self._refresh(ctx)
+
+    def on_run(self, ctx) -> None:
+        state = ctx.panel.state
+        target = _target_view(ctx)
+        params = dict(prompts=state.get("prompts") or [], method=state.get("method") or METHODS[0],
+                      model=state.get("model") or DEFAULT_MODEL, label_field=state.get("label_field") or "clip_detections",
+                      confidence_thresh=state.get("threshold"))
+        if len(target) > DELEGATE_ABOVE:
+            ctx.trigger(DETECT_URI, params=dict(params, delegate=True, view_target=state.get("target")))
+            state.set("status", f"Scheduled a delegated run over {len(target)} samples; start it with "
+                                "`fiftyone delegated launch` (or your orchestrator).")
+            return
+        try:
+            job = DetectJob(target, params.pop("prompts"), **params)
+            for _ in job.steps():
+                pass
+        except USER_ERRORS as error:
+            state.set("status", f"Not run: {error}")
+            return
+        failed = f"; {len(job.failures)} failed ({next(iter(job.failures.values()))})" if job.failures else ""
+        state.set("status", f"Labelled {job.total - len(job.failures)} of {job.total} samples into `{job.label_field}`{failed}.")
+        state.set("inspect_field", job.label_field)
+        ctx.ops.reload_dataset()
+        self._refresh(ctx)
+
+    def on_slider(self, ctx) -> None:
+        """Filter the grid to the labels above/below the slider."""
+        field = ctx.panel.state.get("inspect_field")
+        if field in detection_fields(ctx.dataset):
+            above = ctx.panel.state.get("direction", "above") == "above"
+            ctx.ops.set_view(confidence_view(ctx.dataset, field, float(ctx.panel.state.get("slider", 0.5)), above))
+
+    def on_show_heatmap(self, ctx) -> None:
+        field = ctx.panel.state.get("inspect_field")
+        ctx.ops.set_active_fields(fields_to_show(ctx.dataset, field, ctx.params["prompt"]))
+
+    def on_tag(self, ctx) -> None:
+        field, threshold = ctx.panel.state.get("inspect_field"), float(ctx.panel.state.get("slider", 0.5))
+        tagged = tag_for_review(ctx.dataset, field, confidence_below=threshold, mismatch_tag=None)
+        ctx.panel.state.set("status", f"Tagged {tagged} labels of `{field}` with confidence < {threshold:.2f} "
+                                      f"as `{REVIEW_TAG}`.")
+        ctx.ops.reload_dataset()
+
+    def on_clear(self, ctx) -> None:
+        ctx.ops.clear_view()
+
+    def _refresh(self, ctx) -> None:
+        field = ctx.panel.state.get("inspect_field")
+        stats = prompt_stats(ctx.dataset, field) if field in detection_fields(ctx.dataset) else []
+        ctx.panel.state.set("summary", _summary_markdown(stats, run_parameters(ctx.dataset, field) if stats else None))
+        ctx.panel.state.set("heatmap_prompts", [s.prompt for s in stats if s.heatmap_field])
+        ctx.panel.data.set("histogram", histogram_traces(stats))
+
+    def render(self, ctx) -> types.Property:
+        state = ctx.panel.state
+        panel = types.Object()
+        panel.md("**Run**", name="run_header")
+        panel.list("prompts", types.String(), label="Prompts", default=state.get("prompts") or [])
+        method = types.RadioGroup(orientation="horizontal")
+        for name in METHODS:
+            method.add_choice(name, label=name.replace("_", " "))
+        panel.enum("method", method.values(), label="Method", view=method, default=state.get("method"))
+        panel.str("model", label="CLIP model", default=state.get("model"),
+                  description="Hugging Face id, local folder, or 'shapes-world'")
+        panel.float("threshold", label="Confidence threshold", min=0, max=1,
+                    description=f"empty: {DEFAULT_THRESH['sliding_window']} sliding window, {DEFAULT_THRESH['occlusion']} occlusion")
+        target = types.RadioGroup(orientation="horizontal")
+        for value, label in TARGETS.items():
+            target.add_choice(value, label=label)
+        panel.enum("target", target.values(), label=f"Target ({len(_target_view(ctx))} samples)", view=target,
+                   default=state.get("target"))
+        panel.str("label_field", label="Write detections to", default=state.get("label_field"))
+        panel.btn("run", label="Run detection", on_click=self.on_run, variant="contained")
+        if state.get("status"):
+            panel.md(state.get("status"), name="status")
+
+        panel.md("**Inspect**", name="inspect_header")
+        fields = types.Dropdown(label="Field")
+        for name in detection_fields(ctx.dataset):
+            fields.add_choice(name, label=name)
+        panel.enum("inspect_field", fields.values(), view=fields, default=state.get("inspect_field"),
+                   on_change=self.on_change_field)
+        panel.md(state.get("summary") or "No detections yet.", name="summary")
+        panel.plot("histogram", layout={"title": "confidence", "barmode": "overlay", "height": 260,
+                                        "xaxis": {"range": [0, 1]}, "margin": {"t": 30, "b": 30}})
+
+        panel.md("**Act**", name="act_header")
+        panel.float("slider", label="Confidence", min=0, max=1, default=state.get("slider"),
+                    view=types.SliderView(componentsProps={"slider": {"min": 0, "max": 1, "step": 0.05}}),
+                    on_change=self.on_slider)
+        direction = types.RadioGroup(orientation="horizontal")
+        direction.add_choice("above", label="show labels at/above")
+        direction.add_choice("below", label="show labels below")
+        panel.enum("direction", direction.values(), view=direction, default=state.get("direction"), on_change=self.on_slider)
+        for index, prompt in enumerate(state.get("heatmap_prompts") or []):
+            panel.btn(f"heatmap_{index}", label=f"Show heatmap: {prompt}", on_click=self.on_show_heatmap,
+                      params={"prompt": prompt})
+        panel.btn("tag", label=f"Tag labels below the slider '{REVIEW_TAG}'", on_click=self.on_tag)
+        panel.btn("clear", label="Clear filter", on_click=self.on_clear)
+        return types.Property(panel, view=types.GridView(orientation="vertical", gap=1, padding=2))
+
+
+def _target_view(ctx):
+    target = ctx.panel.state.get("target") or "CURRENT_VIEW"
+    if target == "SELECTED_SAMPLES" and ctx.selected:
+        return ctx.dataset.select(ctx.selected)
+    if target == "DATASET" or ctx.view is None:
+        return ctx.dataset.view()
+    return ctx.view
+
+
+def _summary_markdown(stats, params) -> str:
+    if not stats:
+        return "No detections yet."
+    rows = ["| prompt | detections | samples | mean confidence |", "| --- | ---: | ---: | ---: |"]
+    for item in stats:
+        mean = sum(item.confidences) / len(item.confidences) if item.confidences else 0.0
+        rows.append(f"| {item.prompt} | {item.detections} | {item.samples} | {mean:.2f} |")
+    if params:
+        options = params.get("options", {})
+        rows.append(f"\nRun: `{params.get('model')}` on {params.get('device')}, method `{options.get('method')}`, "
+                    f"threshold {options.get('confidence_thresh')}, run id `{params.get('run_id')}`")
+    return "\n".join(rows)

@@ -1,0 +1,83 @@
+"""The App panel: its library functions directly, then its handlers through FiftyOne's executor."""
+
+import fiftyone as fo
+import fiftyone.operators as foo
+import pytest
+
+import fiftyone_clip_zeroshot as fz
+from fiftyone_clip_zeroshot.labeling.curate import REVIEW_TAG
+from fiftyone_clip_zeroshot.labeling.inspect import (
+    confidence_view,
+    detection_fields,
+    fields_to_show,
+    histogram_traces,
+    prompt_stats,
+    run_parameters,
+)
+from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
+
+PANEL = "@clip-zeroshot/fiftyone-clip-zeroshot/clip_zeroshot_panel"
+PROMPTS = ["yellow circle", "purple circle", "red star"]
+FAST = dict(window_scales=(0.25, 0.5), window_stride=0.5)
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_root, shapes_model):
+    dataset = load_shapes_dataset("panel", 5, tmp_root / "images" / "panel", seed=3, width=320, height=240)
+    fz.detect(dataset, PROMPTS, model=shapes_model, label_field="clip", confidence_thresh=0.2, progress=False, **FAST)
+    yield dataset
+    dataset.delete()
+
+
+def test_prompt_stats_count_detections_samples_and_confidences(labelled):
+    stats = prompt_stats(labelled, "clip")
+    assert [s.prompt for s in stats] == PROMPTS  # the run's order, also for prompts that found nothing
+    detections = labelled.values("clip.detections", unwind=True)
+    for item in stats:
+        mine = [d for d in detections if d.label == item.prompt]
+        assert item.detections == len(mine) and sorted(item.confidences) == sorted(d.confidence for d in mine)
+        assert item.samples == len(labelled.filter_labels("clip", fo.ViewField("label") == item.prompt))
+        assert item.heatmap_field == f"clip_heatmap_{item.prompt.replace(' ', '_')}"
+    traces = histogram_traces(stats, bins=10)
+    assert [sum(t["y"]) for t in traces] == [s.detections for s in stats]
+
+
+def test_run_parameters_fields_and_views(labelled):
+    params = run_parameters(labelled, "clip")
+    assert params["prompts"] == PROMPTS and params["model"] == "shapes-world"
+    assert run_parameters(labelled, "ground_truth") is None
+    assert detection_fields(labelled) == ["clip", "ground_truth"]  # the plugin's fields first
+    assert fields_to_show(labelled, "clip", "purple circle") == ["clip", "clip_heatmap_purple_circle"]
+    above = confidence_view(labelled, "clip", 0.5).values("clip.detections.confidence", unwind=True)
+    below = confidence_view(labelled, "clip", 0.5, above=False).values("clip.detections.confidence", unwind=True)
+    assert all(c >= 0.5 for c in above) and all(c < 0.5 for c in below)
+    assert len(above) + len(below) == labelled.count("clip.detections")
+
+
+def _call(dataset, method, state, selected=None, **params):
+    """Run one panel handler the way the App does (an operator call with panel_id and panel_state)."""
+    result = foo.execute_operator(PANEL, ctx=dict(view=dataset.view(), selected=selected or [], params=dict(
+        params, panel_id="panel-1", __method__=method, panel_state=dict(state))))
+    result.raise_exceptions()
+    return result
+
+
+def test_panel_is_registered_and_its_handlers_run_tag_and_filter(labelled, plugin_dir, tmp_root):
+    assert PANEL in [op.uri for op in foo.list_operators()]
+    dataset = load_shapes_dataset("panel-run", 4, tmp_root / "images" / "panel-run", seed=3, width=320, height=240)
+    selected = dataset.take(2, seed=0).values("id")
+    state = dict(prompts=["yellow circle"], method="sliding_window", model="shapes-world", target="SELECTED_SAMPLES",
+                 label_field="panel_clip", inspect_field="panel_clip", threshold=0.2, slider=0.7, direction="above")
+    _call(dataset, "on_load", dict(state, inspect_field=None), selected)
+    _call(dataset, "on_run", state, selected)
+    assert sorted(dataset.exists("panel_clip").values("id")) == sorted(selected)
+    confidences = dataset.values("panel_clip.detections.confidence", unwind=True)
+    _call(dataset, "on_tag", state)
+    tagged = [d for d in dataset.values("panel_clip.detections", unwind=True) if REVIEW_TAG in d.tags]
+    assert len(tagged) == sum(c < 0.7 for c in confidences)
+    for method in ("on_slider", "on_change_selected", "on_clear"):
+        _call(dataset, method, state)
+    _call(dataset, "on_show_heatmap", state, prompt="yellow circle")
+    _call(dataset, "on_run", dict(state, prompts=[]))  # refused in the panel's status line, nothing written
+    assert sorted(dataset.exists("panel_clip").values("id")) == sorted(selected)
+    dataset.delete()
