@@ -91,12 +91,12 @@ class DetectJob(SampleJob):
             path.unlink(missing_ok=True)
 
     def labels(self, sample: fo.Sample, pixels: torch.Tensor) -> dict[str, fo.Label | None]:
-        labels: dict[str, fo.Label | None] = self._labels(sample, pixels)
+        labels: dict[str, fo.Label | None] = self._localize(sample, pixels)
         self._old_pngs += _png_paths(sample, [*self.heatmap_fields, *self._stale], self._previous_field_dir)
         labels.update({field: None for field in self._stale if sample.has_field(field)})
         return labels
 
-    def _labels(self, sample: fo.Sample, pixels: torch.Tensor) -> dict[str, fo.Label]:
+    def _localize(self, sample: fo.Sample, pixels: torch.Tensor) -> dict[str, fo.Label]:
         """All labels of one sample, or an error and no PNG left behind."""
         results = localize_tensor(pixels, self.prompts, self.model, self.method, self.options)
         height, width = int(pixels.shape[1]), int(pixels.shape[2])
