@@ -13,8 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fiftyone_clip_zeroshot.core.boxes import with_context
-from fiftyone_clip_zeroshot.core.localize import PromptScorer
+from fiftyone_clip_zeroshot.core.localize import PromptScorer, embed_in_context
 from fiftyone_clip_zeroshot.core.model import ClipModel
 from fiftyone_clip_zeroshot.core.options import check_prompts
 from fiftyone_clip_zeroshot.core.windows import crop_boxes
@@ -55,8 +54,7 @@ def score_boxes(
     best that way) and crops are embedded in batches on the model's device.
     """
     classes = check_prompts(classes)
-    context = with_context(np.asarray(xyxy, np.float64).reshape(-1, 4), margin, tuple(pixels.shape[1:]))
-    embeddings = model.encode_batches(len(context), lambda idx: crop_boxes(pixels, context[idx], model.image_size))
+    embeddings = embed_in_context(pixels, np.asarray(xyxy, np.float64).reshape(-1, 4), (margin,), model)
     probs = PromptScorer(model, prompt_texts(classes, template), background)(embeddings).cpu().numpy()
     rest = 1.0 - probs.sum(1)
     best = probs.argmax(1) if len(probs) else np.zeros(0, int)

@@ -95,13 +95,19 @@ def _verify(pixels: torch.Tensor, model: ClipModel, scorer: PromptScorer, detect
     merged = sv.Detections.merge(detections)
     if len(merged) == 0:
         return detections
-    image_hw = tuple(pixels.shape[1:])
-    context = np.concatenate([with_context(merged.xyxy, margin, image_hw) for margin in opts.verify_margins])
-    probs = scorer(model.encode_images(crop_boxes(pixels, context, model.image_size))).cpu().numpy()
+    probs = scorer(embed_in_context(pixels, merged.xyxy, opts.verify_margins, model)).cpu().numpy()
     mine = probs.reshape(len(opts.verify_margins), len(merged), -1)[:, np.arange(len(merged)), merged.class_id]
     merged.confidence = np.sqrt(merged.confidence * mine.mean(0)).astype(np.float32)
     merged = merged[merged.confidence >= opts.confidence_thresh]
     return [merged[merged.class_id == p] for p in range(len(detections))]
+
+
+def embed_in_context(pixels: torch.Tensor, xyxy: np.ndarray, margins: Sequence[float], model: ClipModel) -> torch.Tensor:
+    """Embeddings ``(len(margins) * N, D)`` of square crops framing each xyxy box with each
+    margin (margin-major), cut and encoded batch by batch on the model's device."""
+    image_hw = tuple(pixels.shape[1:])
+    context = np.concatenate([with_context(xyxy, margin, image_hw) for margin in margins])
+    return model.encode_batches(len(context), lambda idx: crop_boxes(pixels, context[idx], model.image_size))
 
 
 def window_centres(boxes: np.ndarray, keep: float = 0.5) -> np.ndarray:

@@ -7,6 +7,7 @@ doubtful labels ``needs_review`` → ``review_view`` shows them as patches in th
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -49,8 +50,9 @@ class VerifyJob(SampleJob):
         device: str | None = None,
         skip_failures: bool = True,
     ):
-        schema = samples.get_field_schema() if isinstance(samples, fo.core.collections.SampleCollection) else {}
-        if getattr(schema.get(label_field), "document_type", None) is not fo.Detections:
+        self.field_types = {label_field: fo.Detections, **({relabel_field: fo.Detections} if relabel_field else {})}
+        check_target(samples, self.field_types)  # a label_field of another type is refused here
+        if label_field not in samples.get_field_schema():
             raise LabelingError(f"label_field {label_field!r} must be an existing fo.Detections field of the samples")
         if not 0 <= margin <= 2:
             raise OptionsError(f"margin must be in [0, 2] (a fraction of the box side), got {margin}")
@@ -59,8 +61,6 @@ class VerifyJob(SampleJob):
         prompt_texts(self.classes, template)
         self.margin, self.template, self.mismatch_tag = margin, template, mismatch_tag
         self.skip_failures = skip_failures
-        self.field_types = {label_field: fo.Detections, **({relabel_field: fo.Detections} if relabel_field else {})}
-        check_target(samples, self.field_types)
         self.samples = samples.exists(label_field)
         self.model = resolve_model(model, device)
         self.mismatches = 0
@@ -215,18 +215,22 @@ def evaluate(
     plus a printable per-class report. Classes are the ground truth's and the predictions' labels."""
     results = samples.evaluate_detections(pred_field, gt_field=gt_field, eval_key=eval_key, iou=iou, compute_mAP=True,
                                           progress=False)
-    pred_counts = samples.count_values(f"{pred_field}.detections.{eval_key}")
-    per_class = {}
-    for name in results.classes:
-        mine = samples.filter_labels(pred_field, F("label") == name, only_matches=False)
-        preds = mine.count_values(f"{pred_field}.detections.{eval_key}")
-        gts = samples.filter_labels(gt_field, F("label") == name, only_matches=False).count_values(
-            f"{gt_field}.detections.{eval_key}")
-        per_class[name] = dict(ap=float(results.mAP(classes=[name])), tp=preds.get("tp", 0), fp=preds.get("fp", 0),
-                               fn=gts.get("fn", 0))
-    fn = samples.count_values(f"{gt_field}.detections.{eval_key}").get("fn", 0)
-    return EvaluationReport(eval_key, float(results.mAP()), pred_counts.get("tp", 0), pred_counts.get("fp", 0), fn,
+    preds, gts = _outcomes(samples, pred_field, eval_key), _outcomes(samples, gt_field, eval_key)
+    per_class = {name: dict(ap=float(results.mAP(classes=[name])), tp=preds[name, "tp"], fp=preds[name, "fp"],
+                            fn=gts[name, "fn"]) for name in results.classes}
+
+    def total(counts: Counter, outcome: str) -> int:
+        return sum(n for (_, kind), n in counts.items() if kind == outcome)
+
+    return EvaluationReport(eval_key, float(results.mAP()), total(preds, "tp"), total(preds, "fp"), total(gts, "fn"),
                             per_class)
+
+
+def _outcomes(samples: fo.core.collections.SampleCollection, field: str, eval_key: str) -> Counter:
+    """How many labels of ``field`` have each (label, tp/fp/fn) under ``eval_key``."""
+    labels = samples.values(f"{field}.detections.label", unwind=True)
+    outcomes = samples.values(f"{field}.detections.{eval_key}", unwind=True)
+    return Counter(zip(labels, outcomes))
 
 
 def tag_for_review(

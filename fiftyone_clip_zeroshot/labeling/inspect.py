@@ -40,13 +40,17 @@ def run_parameters(samples: fo.core.collections.SampleCollection, label_field: s
     return {k: v for k, v in config.items() if k not in ("cls", "type", "method")}
 
 
+def _heatmap_fields(params: dict[str, Any]) -> dict[str, str]:
+    """Prompt → heatmap field, from a ``detect`` run's parameters."""
+    return dict(zip(params.get("prompts") or [], params.get("heatmap_fields") or []))
+
+
 def prompt_stats(samples: fo.core.collections.SampleCollection, label_field: str) -> list[PromptStats]:
     """Counts and confidences per label of ``label_field``, in the order the run prompted them."""
     labels = samples.values(f"{label_field}.detections.label")
     confidences = samples.values(f"{label_field}.detections.confidence")
     params = run_parameters(samples, label_field) or {}
-    prompts = list(params.get("prompts") or [])
-    heatmaps = dict(zip(prompts, params.get("heatmap_fields") or []))
+    prompts, heatmaps = list(params.get("prompts") or []), _heatmap_fields(params)
     found = sorted({label for sample in labels for label in sample or []} - set(prompts))
     stats = {p: PromptStats(p, 0, 0, heatmap_field=heatmaps.get(p)) for p in [*prompts, *found]}
     for sample_labels, sample_confidences in zip(labels, confidences):
@@ -69,7 +73,7 @@ def confidence_view(
 
 def fields_to_show(samples: fo.core.collections.SampleCollection, label_field: str, prompt: str) -> list[str]:
     """The detections field plus ``prompt``'s heatmap field (other heatmaps hidden)."""
-    heatmap = next((s.heatmap_field for s in prompt_stats(samples, label_field) if s.prompt == prompt), None)
+    heatmap = _heatmap_fields(run_parameters(samples, label_field) or {}).get(prompt)
     return [label_field, *([heatmap] if heatmap else [])]
 
 
