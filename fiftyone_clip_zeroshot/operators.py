@@ -24,7 +24,7 @@ import fiftyone.operators.types as types
 
 from fiftyone_clip_zeroshot.core.classify import DEFAULT_TEMPLATE
 from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL, PACKAGED_MODELS, ModelLoadError
-from fiftyone_clip_zeroshot.core.options import METHODS
+from fiftyone_clip_zeroshot.core.localizers import METHODS
 from fiftyone_clip_zeroshot.labeling.curate import MISMATCH_TAG, REVIEW_TAG, ClassifyJob, VerifyJob, evaluate, review_view, tag_for_review
 from fiftyone_clip_zeroshot.labeling.detect import DetectJob
 from fiftyone_clip_zeroshot.labeling.jobs import SampleJob
@@ -99,7 +99,8 @@ class DetectWithClip(JobOperator):
     @property
     def config(self) -> foo.OperatorConfig:
         return _config("detect", "CLIP zero-shot: detect objects",
-                       "Localize text prompts with CLIP sliding windows or occlusion; writes detections and heatmaps")
+                       "Localize text prompts with CLIP sliding windows, occlusion or region proposals; "
+                       "writes detections and heatmaps")
 
     def resolve_input(self, ctx) -> types.Property:
         inputs = types.Object()
@@ -108,11 +109,13 @@ class DetectWithClip(JobOperator):
         method = types.RadioGroup()
         method.add_choice("sliding_window", label="Sliding window", description="Score windows at several scales; best boxes")
         method.add_choice("occlusion", label="Occlusion", description="Hide patches; where the score drops is the object")
+        method.add_choice("proposals", label="Region proposals",
+                          description="Class-agnostic regions from the image's segments, each read by CLIP")
         inputs.enum("method", method.values(), default=METHODS[0], label="Method", view=method)
         inputs.str("label_field", default="clip_detections", required=True, label="Detections field")
         inputs.bool("heatmaps", default=True, label="Store heatmaps", description="One heatmap field per prompt")
         inputs.float("confidence_thresh", min=0.0, max=1.0, label="Confidence threshold",
-                     description="Empty: the method's default (0.6 sliding window, 0.5 occlusion)")
+                     description="Empty: the method's default (0.6 sliding window and proposals, 0.5 occlusion)")
         inputs.int("batch_size", default=256, min=1, label="Batch size", description="Windows per forward pass")
         inputs.bool("skip_existing", default=False, label="Skip samples that already have detections")
         _run_inputs(ctx, inputs)

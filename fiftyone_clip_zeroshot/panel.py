@@ -10,7 +10,8 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL
-from fiftyone_clip_zeroshot.core.options import DEFAULT_THRESH, METHODS
+from fiftyone_clip_zeroshot.core.localizers import METHODS
+from fiftyone_clip_zeroshot.core.options import DEFAULT_THRESH
 from fiftyone_clip_zeroshot.labeling.curate import REVIEW_TAG, tag_for_review
 from fiftyone_clip_zeroshot.labeling.detect import DetectJob
 from fiftyone_clip_zeroshot.labeling.inspect import (
@@ -123,7 +124,8 @@ class ClipZeroShotPanel(foo.Panel):
         panel.str("model", label="CLIP model", default=state.get("model"),
                   description="Hugging Face id, local folder, or 'shapes-world'")
         panel.float("threshold", label="Confidence threshold", min=0, max=1,
-                    description=f"empty: {DEFAULT_THRESH['sliding_window']} sliding window, {DEFAULT_THRESH['occlusion']} occlusion")
+                    description="empty: the method's default (" + ", ".join(f"{m.replace('_', ' ')} {t}"
+                                                                           for m, t in DEFAULT_THRESH.items()) + ")")
         target = types.RadioGroup(orientation="horizontal")
         for value, label in TARGETS.items():
             target.add_choice(value, label=label)

@@ -314,7 +314,7 @@ def test_out_of_memory_halves_the_batch_and_gives_the_same_result(shapes_model, 
 
     monkeypatch.setattr(model.model, "get_image_features", small_gpu)
     results = fz.localize(image, PROMPTS, model, **FAST)
-    assert model.batch_size == 16
+    assert model.max_batch == 16
     for got, want in zip(results, expected):
         assert np.allclose(got.heatmap, want.heatmap, atol=1e-5)
         assert np.allclose(got.detections.xyxy, want.detections.xyxy, atol=1e-3)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fiftyone_clip_zeroshot.core.boxes import with_context
-from fiftyone_clip_zeroshot.core.localize import window_centres
+from fiftyone_clip_zeroshot.core.localizers.sliding_window import window_centres
 from fiftyone_clip_zeroshot.core.windows import WindowGrid, coverage_mean, crop_boxes, positions, resize
 
 

@@ -39,3 +39,20 @@ def test_captions_describe_their_crop():
         for _ in range(50):
             assert caption(label, rng).matches(label)
     assert not caption("red circle", np.random.default_rng(1)).matches(BACKGROUND)
+
+
+def test_hard_scenes_frame_the_visible_part_of_textured_overlapping_shapes():
+    from fiftyone_clip_zeroshot.shapes.world import render_hard_scene
+
+    scenes = [render_hard_scene(8, i) for i in range(12)]
+    labels = [label for s in scenes for label in s.labels]
+    assert all(label in CLASSES for label in labels) and len(labels) >= 24
+    assert any(len(set(s.labels)) < len(s.labels) for s in scenes)  # several instances of one class
+    for scene in scenes:
+        width, height = scene.image.size
+        assert (scene.boxes[:, :2] >= 0).all() and (scene.boxes[:, 2] <= width).all() and (scene.boxes[:, 3] <= height).all()
+        pixels = np.asarray(scene.image).astype(float)
+        for x1, y1, x2, y2 in scene.boxes.astype(int):
+            assert pixels[y1:y2, x1:x2].std() > 0  # the box shows something, not a flat background
+    sides = np.concatenate([s.boxes[:, 2:] - s.boxes[:, :2] for s in scenes])
+    assert sides.max() >= 150  # large shapes, up to 60 % of the short side

@@ -1,27 +1,24 @@
-"""Scored windows / occlusion drops → instance boxes, merged and de-duplicated with supervision.
+"""Box geometry with supervision: detections per prompt, NMS, context crops, fused windows.
 
 Sliding window: confident windows are grouped around the best one (``sv.box_non_max_merge``
 with intersection-over-smaller, so windows of every scale around one object fall together);
 the windows that score well all contain the object, so their (robust) intersection is a
-tight box. Occlusion: inside each confident context window, the cells whose
-hiding drops the score most form a mask, and ``sv.mask_to_xyxy`` boxes it. Either way,
-``Detections.with_nms`` removes duplicates across groups and scales.
+tight box. ``Detections.with_nms`` removes duplicates across groups and scales.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import supervision as sv
-import torch
 
-from fiftyone_clip_zeroshot.core.options import LocalizeOptions
-from fiftyone_clip_zeroshot.core.windows import coverage_mean
+if TYPE_CHECKING:
+    from fiftyone_clip_zeroshot.core.options import LocalizeOptions
 
 CORE = 0.5  # windows scoring >= CORE x their group's best take part in its box
 INNER = 0.8  # each side of the box: the probability-weighted INNER quantile of the members' sides
 NESTED = 0.8  # sliding window: a group box this much inside a more confident one is a duplicate
-OCCLUSION_GRID = 32  # cells per side of a context's drop map
-DROP_FRACTION = 0.5  # a cell belongs to the object where its drop is >= this x the context's largest
 
 
 def make_detections(xyxy: np.ndarray, confidence: np.ndarray, class_id: int, prompt: str) -> sv.Detections:
@@ -87,35 +84,3 @@ def _inner_box(boxes: np.ndarray, weights: np.ndarray) -> np.ndarray:
     if box[2] <= box[0] or box[3] <= box[1]:
         return boxes[np.argmax(weights)]
     return box
-
-
-def occlusion_boxes(
-    contexts: np.ndarray,
-    base: np.ndarray,
-    occluders: np.ndarray,
-    drops: np.ndarray,
-    class_id: int,
-    prompt: str,
-    opts: LocalizeOptions,
-) -> sv.Detections:
-    """Boxes from occlusion drops for one prompt.
-
-    ``contexts`` ``(C, 4)`` and their probabilities ``base`` ``(C,)``; ``occluders`` ``(C, K, 4)``
-    (image px) and the probability ``drops`` ``(C, K)`` they caused.
-    """
-    fused, scores = [], []
-    for c in np.flatnonzero(base >= opts.confidence_thresh):
-        if drops[c].max() <= 0:
-            continue
-        x1, y1, x2, y2 = contexts[c]
-        cell = np.array([x2 - x1, y2 - y1, x2 - x1, y2 - y1]) / OCCLUSION_GRID
-        local = occluders[c] - np.array([x1, y1, x1, y1])
-        grid = (OCCLUSION_GRID, OCCLUSION_GRID)
-        drop_map = coverage_mean(local, torch.from_numpy(drops[c][:, None]), (y2 - y1, x2 - x1), grid)[0].numpy()
-        mask = drop_map >= DROP_FRACTION * drop_map.max()
-        cx1, cy1, cx2, cy2 = sv.mask_to_xyxy(mask[None])[0].astype(np.float64)
-        fused.append(np.array([x1, y1, x1, y1]) + np.array([cx1, cy1, cx2 + 1, cy2 + 1]) * cell)
-        scores.append(base[c])
-    if not fused:
-        return make_detections(np.zeros((0, 4)), np.zeros(0), class_id, prompt)
-    return finalize(make_detections(np.array(fused), np.array(scores), class_id, prompt), opts)

@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
-PACKAGED_MODELS: dict[str, Path] = {
-    "shapes-world": Path(__file__).resolve().parents[1] / "models" / "shapes-world",
-}
+_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+# Tiny CLIPs trained on the shapes world (scripts/train_shapes_clip.py): the demo model first, then
+# the test models of the quality panel, trained by other recipes.
+PACKAGED_MODELS: dict[str, Path] = {name: _MODELS_DIR / name for name in ("shapes-world", "shapes-single-object")}
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,8 @@ def is_out_of_memory(error: BaseException) -> bool:
 class ClipModel:
     """A loaded CLIP model with what the localizers need: input size, normalization, embeddings.
 
-    ``batch_size`` is the image batch size; it halves (and stays halved) on out-of-memory errors.
+    ``batch_size`` is the default image batch size; ``max_batch`` the largest batch the device
+    has held (set when an out-of-memory error halves a batch), which caps every later batch.
     """
 
     name: str
@@ -52,6 +54,7 @@ class ClipModel:
     device: torch.device
     dtype: torch.dtype
     batch_size: int = 256
+    max_batch: int | None = None
     _text_cache: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
@@ -93,24 +96,28 @@ class ClipModel:
         return self.encode_batches(len(images), lambda idx: images[idx])
 
     @torch.inference_mode()
-    def encode_batches(self, count: int, make_batch: Callable[[slice], torch.Tensor]) -> torch.Tensor:
+    def encode_batches(
+        self, count: int, make_batch: Callable[[slice], torch.Tensor], batch_size: int | None = None
+    ) -> torch.Tensor:
         """Embed ``count`` images produced batch by batch by ``make_batch(slice)`` (0..255, on device).
 
-        Building each batch lazily keeps memory bounded; on out-of-memory the batch is halved
-        and retried, and the smaller size is kept for the rest of the run.
+        Building each batch lazily keeps memory bounded. ``batch_size`` defaults to the model's;
+        on out-of-memory the batch is halved and retried, and the smaller size becomes the
+        model's ``max_batch`` for every later call.
         """
         out: list[torch.Tensor] = []
         start = 0
         while start < count:
-            stop = min(count, start + self.batch_size)
+            size = min(batch_size or self.batch_size, self.max_batch or count)
+            stop = min(count, start + size)
             try:
                 pixels = self.normalize(make_batch(slice(start, stop)))
                 features = self.model.get_image_features(pixel_values=pixels).pooler_output
             except (RuntimeError, torch.OutOfMemoryError) as error:
-                if not is_out_of_memory(error) or self.batch_size == 1:
+                if not is_out_of_memory(error) or stop - start == 1:
                     raise
-                self.batch_size = max(1, self.batch_size // 2)
-                logger.warning("out of memory; image batch size lowered to %d", self.batch_size)
+                self.max_batch = max(1, (stop - start) // 2)
+                logger.warning("out of memory; image batch size lowered to %d", self.max_batch)
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
                 continue

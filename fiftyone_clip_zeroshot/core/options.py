@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-METHODS = ("sliding_window", "occlusion")
-DEFAULT_THRESH = {"sliding_window": 0.6, "occlusion": 0.5}  # measured on the shapes world (benchmarks/quality.py)
+from fiftyone_clip_zeroshot.core.localizers import METHODS
+
+DEFAULT_THRESH = {"sliding_window": 0.6, "occlusion": 0.5, "proposals": 0.6}  # benchmarks/quality.py --panel
 FILLS = ("mean", "black", "gray")
 
 
@@ -22,6 +23,7 @@ class LocalizeOptions:
     sizes are fractions of the window they move in.
     """
 
+    method: str = METHODS[0]
     window_scales: tuple[float, ...] = (0.12, 0.2, 0.32, 0.5, 0.75)
     window_stride: float = 0.34
     context_scales: tuple[float, ...] = (0.12, 0.25, 0.5, 0.75)
@@ -33,14 +35,17 @@ class LocalizeOptions:
     max_detections: int = 10
     nms_iou: float = 0.5
     merge_overlap: float = 0.4
-    verify_margins: tuple[float, ...] = (0.1, 0.35, 0.6)
+    verify_margins: tuple[float, ...] = (0.0, 0.1, 0.2)
     negative_prompts: tuple[str, ...] = ("a photo of background", "a photo of an object")
+    proposals: bool = True  # candidates: class-agnostic region proposals (core.regions), else the method's own boxes
     heatmap_size: int = 256
     batch_size: int | None = None
 
     @classmethod
-    def create(cls, method: str = METHODS[0], **options: Any) -> LocalizeOptions:
-        """Build from keyword options for ``method``, naming any unknown one, and validate."""
+    def create(cls, **options: Any) -> LocalizeOptions:
+        """Build from keyword options (``method`` among them), naming any unknown one, and validate.
+
+        An unset ``confidence_thresh`` becomes the method's default."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:
@@ -49,7 +54,7 @@ class LocalizeOptions:
         opts = replace(cls(), **given)
         opts.validate()
         if opts.confidence_thresh is None:
-            opts = replace(opts, confidence_thresh=DEFAULT_THRESH[check_method(method)])
+            opts = replace(opts, confidence_thresh=DEFAULT_THRESH[opts.method])
         return opts
 
     def validate(self) -> None:
@@ -57,6 +62,7 @@ class LocalizeOptions:
             if not ok:
                 raise OptionsError(message)
 
+        check_method(self.method)
         for name in ("window_scales", "context_scales"):
             scales = getattr(self, name)
             check(len(scales) > 0 and all(0 < s <= 1 for s in scales),

@@ -18,7 +18,7 @@ import torch
 
 from fiftyone_clip_zeroshot.core.localize import localize_tensor
 from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL, ClipModel
-from fiftyone_clip_zeroshot.core.options import LocalizeOptions, check_method, check_prompts
+from fiftyone_clip_zeroshot.core.options import LocalizeOptions, check_prompts
 from fiftyone_clip_zeroshot.labeling.jobs import (
     Progress,
     SampleJob,
@@ -63,9 +63,8 @@ class DetectJob(SampleJob):
         heatmap_root: str | Path | None = None,
         **options: Any,
     ):
-        self.method = check_method(method)
         self.prompts = check_prompts(prompts)
-        self.options = LocalizeOptions.create(self.method, **options)
+        self.options = LocalizeOptions.create(method=method, **options)
         self.label_field = check_field_name(label_field)
         self.heatmap_fields = heatmap_fields(label_field, self.prompts) if heatmaps else []
         self.skip_failures = skip_failures
@@ -98,9 +97,9 @@ class DetectJob(SampleJob):
 
     def _localize(self, sample: fo.Sample, pixels: torch.Tensor) -> dict[str, fo.Label]:
         """All labels of one sample, or an error and no PNG left behind."""
-        results = localize_tensor(pixels, self.prompts, self.model, self.method, self.options)
+        results = localize_tensor(pixels, self.prompts, self.model, self.options)
         height, width = int(pixels.shape[1]), int(pixels.shape[2])
-        labels: dict[str, fo.Label] = {self.label_field: to_detections(results, (width, height), self.method)}
+        labels: dict[str, fo.Label] = {self.label_field: to_detections(results, (width, height), self.options.method)}
         pngs = {field: self.heatmap_dir / f"{sample.id}-{field}.png" for field in self.heatmap_fields}
         try:
             for (field, png), result in zip(pngs.items(), results):
@@ -119,7 +118,7 @@ class DetectJob(SampleJob):
             prompts=self.prompts,
             model=self.model.name,
             device=str(self.model.device),
-            options={"method": self.method, **asdict(self.options)},
+            options=asdict(self.options),
             run_id=self.run_id,
             heatmap_dir=str(self.heatmap_dir),
         )

@@ -11,7 +11,7 @@ import fiftyone.core.models as fom
 from fiftyone_clip_zeroshot.core.images import load_image
 from fiftyone_clip_zeroshot.core.localize import localize_tensor
 from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL, ClipModel
-from fiftyone_clip_zeroshot.core.options import LocalizeOptions, check_method, check_prompts
+from fiftyone_clip_zeroshot.core.options import LocalizeOptions, check_prompts
 from fiftyone_clip_zeroshot.labeling.jobs import resolve_model
 from fiftyone_clip_zeroshot.labeling.labels import to_detections
 
@@ -36,8 +36,7 @@ class ClipZeroShotModel(fom.SamplesMixin, fom.Model):
     ):
         fom.SamplesMixin.__init__(self)
         self.prompts = check_prompts(prompts)
-        self.method = check_method(method)
-        self.options = LocalizeOptions.create(self.method, **options)
+        self.options = LocalizeOptions.create(method=method, **options)
         self.clip = resolve_model(model, device)
         self._preprocess = False
 
@@ -63,8 +62,8 @@ class ClipZeroShotModel(fom.SamplesMixin, fom.Model):
 
     def predict(self, arg: Any, sample: fo.Sample | None = None) -> fo.Detections:
         pixels = load_image(sample.filepath if sample is not None else arg).to(self.clip.device)
-        results = localize_tensor(pixels, self.prompts, self.clip, self.method, self.options)
-        return to_detections(results, (int(pixels.shape[2]), int(pixels.shape[1])), self.method)
+        results = localize_tensor(pixels, self.prompts, self.clip, self.options)
+        return to_detections(results, (int(pixels.shape[2]), int(pixels.shape[1])), self.options.method)
 
     def predict_all(self, args: Sequence[Any], samples: Sequence[fo.Sample] | None = None) -> list[fo.Detections]:
         samples = samples or [None] * len(args)

@@ -15,9 +15,10 @@ from supervision.metrics import MeanAveragePrecision
 
 from fiftyone_clip_zeroshot.core.localize import localize
 from fiftyone_clip_zeroshot.core.model import ClipModel
-from fiftyone_clip_zeroshot.shapes.world import CLASSES, Scene, render_crop
+from fiftyone_clip_zeroshot.shapes.world import CLASSES, Scene, render_crop, render_hard_scene, render_scene
 
-HELD_OUT_SCENE_SEED = 7  # the demo uses another seed; training uses crops only
+HELD_OUT_SCENE_SEED = 7  # the demo uses another seed; training uses crops and the alt-text recipe seed-11 scenes
+HARD_SCENE_SEED = 8
 HELD_OUT_CROP_SEED = 2  # training crops use seed 1
 
 
@@ -37,6 +38,13 @@ class Quality:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def held_out_scenes(count: int, hard: bool = False) -> list[Scene]:
+    """The benchmark's held-out 512x384 scenes: today's set, or the harder one (``render_hard_scene``)."""
+    if hard:
+        return [render_hard_scene(HARD_SCENE_SEED, i, 512, 384) for i in range(count)]
+    return [render_scene(HELD_OUT_SCENE_SEED, i, 512, 384) for i in range(count)]
 
 
 def ground_truth(scene: Scene, classes: Sequence[str] = CLASSES) -> sv.Detections:

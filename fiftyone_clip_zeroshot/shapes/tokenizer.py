@@ -27,19 +27,19 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(printable, map(chr, chars)))
 
 
-def caption_words() -> list[str]:
-    """Every word the training captions use, sorted."""
+def caption_words(extra: tuple[str, ...] = ()) -> list[str]:
+    """Every word the training captions use (plus ``extra`` ones), sorted."""
     phrases = list(CLASSES) + ["shape", "object"]
     texts = [t.format(c) for t in CAPTION_TEMPLATES for c in phrases] + list(BACKGROUND_CAPTIONS) + list(GENERIC_CAPTIONS)
-    return sorted({w for t in texts for w in t.lower().split()})
+    return sorted({w for t in [*texts, *extra] for w in t.lower().split()})
 
 
-def write_tokenizer_files(folder: Path) -> None:
+def write_tokenizer_files(folder: Path, extra_words: tuple[str, ...] = ()) -> None:
     """Write ``vocab.json`` and ``merges.txt`` that turn each caption word into one token."""
     symbols = list(_bytes_to_unicode().values())
     vocab = symbols + [s + "</w>" for s in symbols]
     merges: list[tuple[str, str]] = []
-    for word in caption_words():
+    for word in caption_words(extra_words):
         pieces = list(word[:-1]) + [word[-1] + "</w>"]
         left = pieces[0]
         for right in pieces[1:]:

@@ -304,3 +304,131 @@ def _overlap_fraction(a: np.ndarray, b: np.ndarray) -> float:
     ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
     return float(iw * ih / max(smaller, 1e-6))
+
+
+ALT_TEXT_TEMPLATES: tuple[str, ...] = (
+    "a photo of {}",
+    "{}",
+    "a picture of {}",
+    "an image of {}",
+    "a photo showing {}",
+)
+ALT_TEXT_WORDS: tuple[str, ...] = ("and", "showing")
+
+
+@dataclass(frozen=True)
+class WindowCrop:
+    """A square window cut from a scene as the localizers cut it, and the shapes it shows:
+    ``names`` are the classes of shapes at least half visible in it (at most 3)."""
+
+    image: Image.Image
+    names: tuple[str, ...]
+
+
+def render_window_crops(seed: int, index: int, size: int = 64, count: int = 8) -> list[WindowCrop]:
+    """``count`` windows of one scene (``render_scene``), resized to ``size`` px.
+
+    Half are random windows of 0.12–0.8 of the scene's shorter side, half frame one shape with
+    some context. A shape counts as shown when at least half of its box is inside the window
+    and it spans at least a tenth of the window, as people caption photos: half a cat is "a cat".
+    """
+    scene = render_scene(seed, index, 384, 288, max_objects=6, min_objects=1, sizes=(24, 200))
+    rng = _rng(seed, index, 2)
+    width, height = scene.image.size
+    crops = []
+    for k in range(count):
+        if k % 2 == 0 or not len(scene.boxes):
+            side = float(np.exp(rng.uniform(np.log(0.12), np.log(0.8)))) * min(width, height)
+            x, y = rng.uniform(0, width - side), rng.uniform(0, height - side)
+        else:
+            box = scene.boxes[int(rng.integers(len(scene.boxes)))]
+            side = min(float((box[2:] - box[:2]).max() * rng.uniform(1.0, 2.2)), min(width, height))
+            cx, cy = (box[:2] + box[2:]) / 2 + rng.uniform(-0.25, 0.25, 2) * side
+            x, y = float(np.clip(cx - side / 2, 0, width - side)), float(np.clip(cy - side / 2, 0, height - side))
+        window = np.array([x, y, x + side, y + side])
+        names = [label for box, label in zip(scene.boxes, scene.labels) if _shown(box, window)]
+        rng.shuffle(names)
+        crop = scene.image.crop(tuple(int(round(v)) for v in window)).resize((size, size), Image.BOX)
+        crops.append(WindowCrop(crop, tuple(names[:3])))
+    return crops
+
+
+def _shown(box: np.ndarray, window: np.ndarray) -> bool:
+    iw = max(0.0, min(box[2], window[2]) - max(box[0], window[0]))
+    ih = max(0.0, min(box[3], window[3]) - max(box[1], window[1]))
+    area = max(float((box[2] - box[0]) * (box[3] - box[1])), 1e-6)
+    return iw * ih / area >= 0.5 and max(iw, ih) >= 0.1 * (window[2] - window[0])
+
+
+def alt_text(names: tuple[str, ...], rng: np.random.Generator) -> str:
+    """An alt-text-style caption naming every shape in ``names``, or a background caption."""
+    if not names:
+        return _choice(rng, BACKGROUND_CAPTIONS)
+    phrases = [f"a {name}" for name in names]
+    listed = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+    return _choice(rng, ALT_TEXT_TEMPLATES).format(listed)
+
+
+FILLS: tuple[str, ...] = ("flat", "stripes", "speckle", "shading")
+
+
+def _textured_fill(rng: np.random.Generator, rgb: tuple[int, ...], width: int, height: int) -> np.ndarray:
+    """An ``(H, W, 3)`` fill in one colour family: flat, stripes of light and dark tones, speckle
+    or a light-to-dark shading, so that the shape is not one flat colour segment."""
+    base = np.array(rgb, np.float32)
+    kind = FILLS[int(rng.integers(len(FILLS)))]
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    angle = rng.uniform(0, math.pi)
+    along = xx * math.cos(angle) + yy * math.sin(angle)
+    if kind == "stripes":
+        t = (np.sin(along * 2 * math.pi / rng.uniform(6, 18)) > 0).astype(np.float32)
+        gain = 1 - rng.uniform(0.35, 0.55) * t
+    elif kind == "speckle":
+        gain = 1 - rng.uniform(0.2, 0.45) * rng.random((height, width)).astype(np.float32)
+    elif kind == "shading":
+        gain = 1 - rng.uniform(0.35, 0.55) * (along - along.min()) / max(float(np.ptp(along)), 1.0)
+    else:
+        gain = np.ones((height, width), np.float32)
+    return np.clip(base[None, None] * gain[..., None], 0, 255)
+
+
+def render_hard_scene(seed: int, index: int, width: int = 512, height: int = 384, max_objects: int = 6) -> Scene:
+    """A harder scene: 1..``max_objects`` shapes of 30 px to 60 % of the shorter side, textured
+    fills (stripes, speckle, shading) on most, several instances of one class, shapes touching and
+    partly hiding each other (each stays at least 60 % visible). Boxes frame the visible part."""
+    rng = _rng(seed, index, 3)
+    img = _background(rng, width, height)
+    _add_clutter(rng, img, int(rng.integers(10, 40)))
+    canvas = np.asarray(img, np.float32).copy()
+    owner = np.full((height, width), -1, np.int64)
+    labels: list[str] = []
+    areas: list[int] = []
+    repeat = CLASSES[int(rng.integers(len(CLASSES)))]
+    for k in range(int(rng.integers(1, max_objects + 1))):
+        label = repeat if rng.random() < 0.3 else CLASSES[int(rng.integers(len(CLASSES)))]
+        for _attempt in range(20):
+            size = float(np.exp(rng.uniform(np.log(30), np.log(0.6 * min(width, height)))))
+            cx, cy = rng.uniform(size * 0.3, width - size * 0.3), rng.uniform(size * 0.3, height - size * 0.3)
+            mask_img = Image.new("L", (width, height), 0)
+            ImageDraw.Draw(mask_img).polygon(_polygon(label.split(" ")[1], cx, cy, size, rng.uniform(0, 2 * math.pi)), fill=255)
+            mask = np.asarray(mask_img) > 127
+            if not mask.any():
+                continue
+            trial = owner.copy()
+            trial[mask] = len(labels)
+            visible = [int((trial == j).sum()) / max(areas[j], 1) for j in range(len(labels))]
+            if all(v >= 0.6 for v in visible):
+                fill = _textured_fill(rng, _jitter(rng, COLORS[label.split(" ")[0]]), width, height)
+                canvas[mask] = fill[mask]
+                owner = trial
+                labels.append(label)
+                areas.append(int(mask.sum()))
+                break
+    boxes = []
+    for j in range(len(labels)):
+        ys, xs = np.nonzero(owner == j)
+        boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+    image = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
+    if rng.random() < 0.3:
+        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))
+    return Scene(image, np.array(boxes, np.float32).reshape(-1, 4), labels)

@@ -1,0 +1,30 @@
+"""The one result type of every localizer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Evidence:
+    """What a localizer saw in one image.
+
+    ``heatmap``: float ``(P, h, w)`` in [0, 1] on the heatmap grid, one map per prompt (what is
+    stored); ``boxes``: ``(N, 4)`` xyxy candidate boxes in image px, class-agnostic (region
+    proposals, or the localizer's own boxes with ``proposals=False``); ``probs``: their ``(N, P)``
+    crop probabilities at ``opts.verify_margins``, where the localizer already has them;
+    ``support_map``: a probability-scale ``(P, h, w)`` map that gates which prompt a box may take
+    (default: the heatmap).
+    """
+
+    heatmap: torch.Tensor
+    boxes: np.ndarray
+    probs: torch.Tensor | None = None
+    support_map: torch.Tensor | None = None
+
+    @property
+    def support(self) -> torch.Tensor:
+        return self.heatmap if self.support_map is None else self.support_map

@@ -1,0 +1,29 @@
+"""Region proposals: class-agnostic boxes from the image's own segments, each read by CLIP as a crop.
+
+The proposals (``core.regions``) need no weights; every one is scored once against all prompts
+on square context crops. The heatmap is the mean probability of the proposals covering each
+cell, each crediting only its central half.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from fiftyone_clip_zeroshot.core.localizers.evidence import Evidence
+from fiftyone_clip_zeroshot.core.localizers.sliding_window import window_centres
+from fiftyone_clip_zeroshot.core.regions import region_proposals
+from fiftyone_clip_zeroshot.core.windows import coverage_mean
+
+if TYPE_CHECKING:
+    from fiftyone_clip_zeroshot.core.options import LocalizeOptions
+    from fiftyone_clip_zeroshot.core.scoring import PromptScorer
+
+
+def localize(pixels: torch.Tensor, scorer: PromptScorer, opts: LocalizeOptions, heat_hw: tuple[int, int]) -> Evidence:
+    image_hw = (int(pixels.shape[1]), int(pixels.shape[2]))
+    boxes = region_proposals(pixels)
+    probs = scorer.boxes(pixels, boxes, opts.verify_margins or (0.1,))
+    heat = coverage_mean(window_centres(boxes), probs, image_hw, heat_hw)
+    return Evidence(heat, boxes, probs if opts.verify_margins else None)

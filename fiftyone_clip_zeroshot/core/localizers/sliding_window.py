@@ -1,0 +1,65 @@
+"""Sliding window: square windows at several scales, each scored by CLIP as a whole image.
+
+The heatmap is the scale-averaged mean probability of the windows covering each cell, each
+window crediting only its central half. Candidate boxes are region proposals, which the heatmap
+gates; with ``proposals=False``, the confident windows of each prompt fused into one box per
+group (``boxes.fuse_windows``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from fiftyone_clip_zeroshot.core.boxes import fuse_windows
+from fiftyone_clip_zeroshot.core.localizers.evidence import Evidence
+from fiftyone_clip_zeroshot.core.regions import region_proposals
+from fiftyone_clip_zeroshot.core.windows import WindowGrid, coverage_mean
+
+if TYPE_CHECKING:
+    from fiftyone_clip_zeroshot.core.options import LocalizeOptions
+    from fiftyone_clip_zeroshot.core.scoring import PromptScorer
+
+MIN_WINDOW_PX = 16  # smaller windows show CLIP nothing; this also bounds the work on thin strips
+
+
+def localize(pixels: torch.Tensor, scorer: PromptScorer, opts: LocalizeOptions, heat_hw: tuple[int, int]) -> Evidence:
+    image_hw = (int(pixels.shape[1]), int(pixels.shape[2]))
+    scales = score_windows(pixels, scorer, opts.window_scales, opts.window_stride)
+    heat = torch.stack([coverage_mean(window_centres(b), p, image_hw, heat_hw) for b, p in scales]).mean(0)
+    if opts.proposals:
+        return Evidence(heat, region_proposals(pixels))
+    boxes, probs = np.concatenate([b for b, _ in scales]), torch.cat([p for _, p in scales]).cpu().numpy()
+    fused = [fuse_windows(boxes, probs[:, p], p, "", opts).xyxy for p in range(scorer.count)]
+    return Evidence(heat, np.concatenate(fused).astype(np.float64))
+
+
+def window_grids(image_hw: tuple[int, int], scales: Sequence[float], stride: float, size: int) -> list[WindowGrid]:
+    """Square windows of ``scale`` × the shorter side (at least ``MIN_WINDOW_PX``, clipped to the image)."""
+    short = min(image_hw)
+    sides = dict.fromkeys(max(MIN_WINDOW_PX, s * short) for s in scales)  # small images: scales may coincide
+    return [WindowGrid.build(image_hw, side, side * stride, size) for side in sides]
+
+
+def score_windows(
+    pixels: torch.Tensor, scorer: PromptScorer, scales: Sequence[float], stride: float
+) -> list[tuple[np.ndarray, torch.Tensor]]:
+    """Per scale: window boxes ``(N, 4)`` (numpy, image px) and their probabilities ``(N, P)``."""
+    out = []
+    for grid in window_grids(tuple(pixels.shape[1:]), scales, stride, scorer.model.image_size):
+        resized = grid.resize(pixels)
+        embeddings = scorer.encode(len(grid), lambda idx, grid=grid, resized=resized: grid.crops(resized, idx))
+        out.append((grid.boxes, scorer(embeddings)))
+    return out
+
+
+def window_centres(boxes: np.ndarray, keep: float = 0.5) -> np.ndarray:
+    """The middle ``keep`` of each window. A window that shows an object shows it around its
+    centre, so crediting only the centre keeps heatmaps from smearing a window's score over its
+    background (a strip along the image border, where no window is centred, stays at 0)."""
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = (boxes[:, 2:] - boxes[:, :2]) * keep / 2
+    return np.concatenate([centre - half, centre + half], 1)

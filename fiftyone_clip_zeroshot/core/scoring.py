@@ -1,0 +1,53 @@
+"""CLIP's zero-shot probabilities for prompts, and embeddings of boxes seen with some context."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from fiftyone_clip_zeroshot.core.boxes import with_context
+from fiftyone_clip_zeroshot.core.model import ClipModel
+from fiftyone_clip_zeroshot.core.windows import crop_boxes
+
+
+class PromptScorer:
+    """Turns image embeddings into per-prompt probabilities: a softmax, at CLIP's own logit
+    scale, over the prompts plus negative prompts, of which only the prompts' share is kept.
+
+    ``batch_size`` is this run's image batch size (``None``: the model's); it never changes the
+    shared model.
+    """
+
+    def __init__(self, model: ClipModel, prompts: Sequence[str], negatives: Sequence[str],
+                 batch_size: int | None = None):
+        self.model = model
+        self.batch_size = batch_size
+        self.scale = model.logit_scale
+        self.count = len(prompts)
+        self.text = model.encode_text([*prompts, *(n for n in negatives if n not in prompts)])
+
+    def __call__(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """``(N, D)`` unit embeddings → ``(N, P)`` probabilities in [0, 1]."""
+        return torch.softmax(self.scale * embeddings @ self.text.T, dim=1)[:, : self.count]
+
+    def encode(self, count: int, make_batch) -> torch.Tensor:
+        """``model.encode_batches`` at this run's batch size."""
+        return self.model.encode_batches(count, make_batch, self.batch_size)
+
+    def boxes(self, pixels: torch.Tensor, xyxy: np.ndarray, margins: Sequence[float]) -> torch.Tensor:
+        """Probabilities ``(N, P)`` of xyxy boxes, averaged over square crops with each margin."""
+        if len(xyxy) == 0:
+            return torch.zeros(0, self.count, device=self.model.device)
+        embeddings = embed_in_context(pixels, xyxy, margins, self.model, self.batch_size)
+        return self(embeddings).view(len(margins), len(xyxy), -1).mean(0)
+
+
+def embed_in_context(pixels: torch.Tensor, xyxy: np.ndarray, margins: Sequence[float], model: ClipModel,
+                     batch_size: int | None = None) -> torch.Tensor:
+    """Embeddings ``(len(margins) * N, D)`` of square crops framing each xyxy box with each
+    margin (margin-major), cut and encoded batch by batch on the model's device."""
+    image_hw = tuple(pixels.shape[1:])
+    context = np.concatenate([with_context(np.asarray(xyxy).reshape(-1, 4), margin, image_hw) for margin in margins])
+    return model.encode_batches(len(context), lambda idx: crop_boxes(pixels, context[idx], model.image_size), batch_size)
