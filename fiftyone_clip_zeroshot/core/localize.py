@@ -53,9 +53,10 @@ def localize(
         image: a path, PIL image, numpy ``(H, W[, C])`` array or ``(3, H, W)`` tensor.
         prompts: one prompt or a list, e.g. ``["a red circle", "a butterfly"]``.
         model: a ``ClipModel`` from ``load_model``.
-        method: ``"sliding_window"`` (score windows at several scales, fuse the best ones),
-            ``"occlusion"`` (hide patches of context windows; where hiding drops the score most
-            is the object) or ``"proposals"`` (class-agnostic regions read by CLIP as crops).
+        method: ``"sliding_window"`` (windows at several scales give the heatmap and decide
+            which prompt a box may take), ``"occlusion"`` (hide patches of context windows; where
+            hiding drops the score most is the object) or ``"proposals"`` (class-agnostic regions
+            read by CLIP as crops). Boxes are region proposals unless ``proposals=False``.
         **options: ``LocalizeOptions`` fields (``confidence_thresh``, ``batch_size``, ...).
     """
     prompts = check_prompts(prompts)
