@@ -24,10 +24,8 @@ import torch
 from fiftyone_clip_zeroshot import load_model
 from fiftyone_clip_zeroshot.core.localizers import METHODS
 from fiftyone_clip_zeroshot.core.model import PACKAGED_MODELS
-from fiftyone_clip_zeroshot.shapes.evaluate import held_out_scenes, evaluate, zero_shot_accuracy
-
-COLUMNS = f"{'model':<22} {'set':<5} {'method':<15} {'mAP@.5':>7} {'mAP@.5:.95':>10} {'recall@.5':>9} " \
-          f"{'absent FP (pairs)':>17} {'absent FP (scenes)':>18} {'peak in box':>11} {'s/image':>8}"
+from fiftyone_clip_zeroshot.core.quality import COLUMNS
+from fiftyone_clip_zeroshot.shapes.evaluate import evaluate, held_out_scenes, zero_shot_accuracy
 
 
 def main() -> None:
@@ -53,10 +51,7 @@ def main() -> None:
         accuracy[name] = zero_shot_accuracy(model, 600)
         for scene_set in sets:
             for method in args.methods:
-                q = evaluate(model, scenes[scene_set], method)
-                print(f"{name[-22:]:<22} {scene_set:<5} {method:<15} {q.map50:>7.3f} {q.map50_95:>10.3f} "
-                      f"{q.recall50:>9.3f} {q.absent_prompt_fp_rate:>17.4f} {q.absent_scene_fp_rate:>18.3f} "
-                      f"{q.peak_in_box:>11.3f} {q.seconds_per_image:>8.2f}", flush=True)
+                print(evaluate(model, scenes[scene_set], method).row(name, scene_set), flush=True)
     print("\nzero-shot accuracy, 600 held-out single-object crops, 30 classes:")
     for name, value in accuracy.items():
         print(f"  {name}: {value:.3f}")

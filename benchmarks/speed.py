@@ -60,8 +60,10 @@ def reference(image: Image.Image, prompts: list[str], clip: ClipModel, processor
         runs = torch.ones(patches.shape[1], patches.shape[2])
         for y in range(patches.shape[1] - window + 1):
             for x in range(patches.shape[2] - window + 1):
-                big = patches[:, y : y + window, x : x + window].permute(1, 3, 2, 4, 0).reshape(window * patch, window * patch, 3)
-                inputs = processor(images=(big.numpy() * 255).astype(np.uint8), text=prompt, return_tensors="pt", padding=True)
+                side = window * patch
+                big = patches[:, y : y + window, x : x + window].permute(1, 3, 2, 4, 0).reshape(side, side, 3)
+                image = (big.numpy() * 255).astype(np.uint8)
+                inputs = processor(images=image, text=prompt, return_tensors="pt", padding=True)
                 inputs = {k: v.to(clip.device) for k, v in inputs.items()}
                 inputs["pixel_values"] = inputs["pixel_values"].to(clip.dtype)
                 score = clip.model(**inputs).logits_per_image.item()
@@ -171,7 +173,8 @@ def main() -> None:
     print(f"# speed — {date.today()}, {torch.cuda.get_device_name() if gpu else platform.processor() or 'CPU'}"
           f" ({torch.get_num_threads()} threads), torch {torch.__version__}, model {clip.name}, {clip.dtype}")
     print(f"# image {width}x{height}, {patch}-px patches, 6x6-patch windows: reference {windows} windows")
-    print(f"# limit: {crops_per_s:,.0f} crops/s (batch {best_batch}) = {windows / crops_per_s * 1000:.1f} ms per image\n")
+    print(f"# limit: {crops_per_s:,.0f} crops/s (batch {best_batch}) = "
+          f"{windows / crops_per_s * 1000:.1f} ms per image\n")
     header = f"{'prompts':>7} {'what':<24} {'s/image':>9} {'windows/s':>10} {'÷ reference':>12} {'÷ limit':>8}"
     print(header)
     print("-" * len(header))

@@ -7,6 +7,7 @@ and the curation functions (``verify``, ``classify``, ``evaluate``, ``tag_for_re
 
 from fiftyone_clip_zeroshot.core import (
     ClipModel,
+    ClipZeroShotError,
     ImageLoadError,
     Localization,
     LocalizeOptions,
@@ -31,6 +32,7 @@ _FIFTYONE_API = {
 
 __all__ = [
     "ClipModel",
+    "ClipZeroShotError",
     "ImageLoadError",
     "Localization",
     "LocalizeOptions",

@@ -36,7 +36,8 @@ def run(samples: int, method: str, images_dir: Path) -> fo.Dataset:
     mismatches = fz.verify(dataset, "clip_detections", model=model, progress=False)
     report = fz.evaluate(dataset, "clip_detections", gt_field="ground_truth", eval_key="eval")
     print(report)
-    tagged = fz.tag_for_review(dataset, "clip_detections", confidence_below=0.7, eval_key="eval", gt_field="ground_truth")
+    tagged = fz.tag_for_review(dataset, "clip_detections", confidence_below=0.7, eval_key="eval",
+                               gt_field="ground_truth")
     patches = fz.review_view(dataset, "clip_detections", eval_key="eval")
     print(f"\nverify: CLIP disagrees with {mismatches} boxes (tagged 'clip:mismatch')")
     print(f"review: {tagged} labels tagged 'needs_review' (confidence < 0.7, mismatches, false positives, "

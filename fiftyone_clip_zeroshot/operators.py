@@ -23,14 +23,22 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from fiftyone_clip_zeroshot.core.classify import DEFAULT_TEMPLATE
-from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL, PACKAGED_MODELS, ModelLoadError
 from fiftyone_clip_zeroshot.core.localizers import METHODS
-from fiftyone_clip_zeroshot.labeling.curate import MISMATCH_TAG, REVIEW_TAG, ClassifyJob, VerifyJob, evaluate, review_view, tag_for_review
+from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL, ModelLoadError, available_models, model_hint
+from fiftyone_clip_zeroshot.labeling.curate import (
+    MISMATCH_TAG,
+    REVIEW_TAG,
+    ClassifyJob,
+    VerifyJob,
+    evaluate,
+    review_view,
+    tag_for_review,
+)
 from fiftyone_clip_zeroshot.labeling.detect import DetectJob
 from fiftyone_clip_zeroshot.labeling.jobs import SampleJob
 
 DELEGATE_ABOVE = 25  # samples; larger targets default to delegated execution
-SUGGESTED_MODELS = [DEFAULT_MODEL, "openai/clip-vit-base-patch16", "openai/clip-vit-large-patch14", *PACKAGED_MODELS]
+SUGGESTED_MODELS = [DEFAULT_MODEL, "openai/clip-vit-base-patch16", "openai/clip-vit-large-patch14"]
 USER_ERRORS = (ValueError, ModelLoadError)  # OptionsError, LabelingError and bad templates are ValueErrors
 
 
@@ -107,8 +115,10 @@ class DetectWithClip(JobOperator):
         inputs.list("prompts", types.String(), required=True, label="Prompts",
                     description="What to find, one prompt per entry, e.g. 'a fluffy cat'")
         method = types.RadioGroup()
-        method.add_choice("sliding_window", label="Sliding window", description="Score windows at several scales; best boxes")
-        method.add_choice("occlusion", label="Occlusion", description="Hide patches; where the score drops is the object")
+        method.add_choice("sliding_window", label="Sliding window",
+                          description="Score windows at several scales; best boxes")
+        method.add_choice("occlusion", label="Occlusion",
+                          description="Hide patches; where the score drops is the object")
         method.add_choice("proposals", label="Region proposals",
                           description="Class-agnostic regions from the image's segments, each read by CLIP")
         inputs.enum("method", method.values(), default=METHODS[0], label="Method", view=method)
@@ -163,7 +173,8 @@ class VerifyLabels(JobOperator):
                          **_model_params(ctx))
 
     def outcome(self, job: VerifyJob, done: int) -> str:
-        return f"checked {done - len(job.failures)} of {job.total} samples: {job.mismatches} boxes tagged '{job.mismatch_tag}'"
+        checked = done - len(job.failures)
+        return f"checked {checked} of {job.total} samples: {job.mismatches} boxes tagged '{job.mismatch_tag}'"
 
 
 class ClassifyImages(JobOperator):
@@ -195,7 +206,8 @@ class EvaluateAndReview(foo.Operator):
     @property
     def config(self) -> foo.OperatorConfig:
         return foo.OperatorConfig(name="evaluate_and_review", label="CLIP zero-shot: evaluate and review",
-                                  description=f"COCO evaluation, tag doubtful labels '{REVIEW_TAG}', open the review patches",
+                                  description=f"COCO evaluation, tag doubtful labels '{REVIEW_TAG}', "
+                                              "open the review patches",
                                   dynamic=True)
 
     def resolve_input(self, ctx) -> types.Property:
@@ -247,10 +259,11 @@ def _field_choice(ctx, inputs: types.Object, name: str, label_type: type, label:
 def _run_inputs(ctx, inputs: types.Object) -> None:
     """Model, device, target and delegation: the same on every run operator."""
     models = types.AutocompleteView()
-    for name in SUGGESTED_MODELS:
+    for name in dict.fromkeys([*available_models(), *SUGGESTED_MODELS]):
         models.add_choice(name, label=name)
+    hint = model_hint(ctx.params.get("model") or DEFAULT_MODEL)
     inputs.str("model", default=DEFAULT_MODEL, label="CLIP model", view=models,
-               description="Hugging Face id, local folder, or 'shapes-world' (the offline demo model)")
+               description=hint or "Hugging Face id, local folder, or 'shapes-world' (the offline demo model)")
     device = types.Dropdown()
     for choice in ("auto", "cuda", "cpu"):
         device.add_choice(choice, label=choice)

@@ -1,7 +1,7 @@
 """The "CLIP zero-shot" App panel: prompt and run, inspect the results, filter, show heatmaps, tag.
 
 A Python panel (no JavaScript build). Its handlers only wire the App to library functions:
-``DetectJob`` to run, ``labeling.inspect`` to read results back, ``tag_for_review`` to tag.
+``DetectJob`` to run, ``labeling.results`` to read results back, ``tag_for_review`` to tag.
 """
 
 from __future__ import annotations
@@ -9,25 +9,26 @@ from __future__ import annotations
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL
 from fiftyone_clip_zeroshot.core.localizers import METHODS
+from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL, available_models, model_hint
 from fiftyone_clip_zeroshot.core.options import DEFAULT_THRESH
 from fiftyone_clip_zeroshot.labeling.curate import REVIEW_TAG, tag_for_review
 from fiftyone_clip_zeroshot.labeling.detect import DetectJob
-from fiftyone_clip_zeroshot.labeling.inspect import (
+from fiftyone_clip_zeroshot.labeling.results import (
     confidence_view,
     detection_fields,
     fields_to_show,
     histogram_traces,
     prompt_stats,
-    run_parameters,
 )
+from fiftyone_clip_zeroshot.labeling.runs import DetectRun, plugin_fields
 from fiftyone_clip_zeroshot.operators import DELEGATE_ABOVE, USER_ERRORS
 
 DETECT_URI = "@clip-zeroshot/fiftyone-clip-zeroshot/detect"
 TARGETS = {"DATASET": "Dataset", "CURRENT_VIEW": "Current view", "SELECTED_SAMPLES": "Selected samples"}
 DEFAULTS = dict(prompts=[], method=METHODS[0], model=DEFAULT_MODEL, threshold=None, target="CURRENT_VIEW",
                 label_field="clip_detections", slider=0.5, direction="above", status="")
+NO_RUNS = "No detections of this plugin in the selected field yet: run detection above, or pick a field."
 
 
 class ClipZeroShotPanel(foo.Panel):
@@ -44,9 +45,9 @@ class ClipZeroShotPanel(foo.Panel):
                 ctx.panel.state.set(key, value)
         if ctx.selected:
             ctx.panel.state.set("target", "SELECTED_SAMPLES")
-        fields = detection_fields(ctx.dataset)
-        if fields and ctx.panel.state.get("inspect_field") not in fields:
-            ctx.panel.state.set("inspect_field", fields[0])
+        ours = plugin_fields(ctx.dataset)
+        if ctx.panel.state.get("inspect_field") not in detection_fields(ctx.dataset):
+            ctx.panel.state.set("inspect_field", ours[0] if ours else None)  # never someone else's field
         self._refresh(ctx)
 
     def on_change_selected(self, ctx) -> None:
@@ -64,7 +65,8 @@ class ClipZeroShotPanel(foo.Panel):
         state = ctx.panel.state
         target = _target_view(ctx)
         params = dict(prompts=state.get("prompts") or [], method=state.get("method") or METHODS[0],
-                      model=state.get("model") or DEFAULT_MODEL, label_field=state.get("label_field") or "clip_detections",
+                      model=state.get("model") or DEFAULT_MODEL,
+                      label_field=state.get("label_field") or "clip_detections",
                       confidence_thresh=state.get("threshold"))
         if len(target) > DELEGATE_ABOVE:
             ctx.trigger(DETECT_URI, params=dict(params, delegate=True, view_target=state.get("target")))
@@ -79,7 +81,8 @@ class ClipZeroShotPanel(foo.Panel):
             state.set("status", f"Not run: {error}")
             return
         failed = f"; {len(job.failures)} failed ({next(iter(job.failures.values()))})" if job.failures else ""
-        state.set("status", f"Labelled {job.total - len(job.failures)} of {job.total} samples into `{job.label_field}`{failed}.")
+        done = job.total - len(job.failures)
+        state.set("status", f"Labelled {done} of {job.total} samples into `{job.label_field}`{failed}.")
         state.set("inspect_field", job.label_field)
         ctx.ops.reload_dataset()
         self._refresh(ctx)
@@ -108,7 +111,7 @@ class ClipZeroShotPanel(foo.Panel):
     def _refresh(self, ctx) -> None:
         field = ctx.panel.state.get("inspect_field")
         stats = prompt_stats(ctx.dataset, field) if field in detection_fields(ctx.dataset) else []
-        ctx.panel.state.set("summary", _summary_markdown(stats, run_parameters(ctx.dataset, field) if stats else None))
+        ctx.panel.state.set("summary", _summary_markdown(stats, DetectRun.load(ctx.dataset, field) if stats else None))
         ctx.panel.state.set("heatmap_prompts", [s.prompt for s in stats if s.heatmap_field])
         ctx.panel.data.set("histogram", histogram_traces(stats))
 
@@ -122,7 +125,8 @@ class ClipZeroShotPanel(foo.Panel):
             method.add_choice(name, label=name.replace("_", " "))
         panel.enum("method", method.values(), label="Method", view=method, default=state.get("method"))
         panel.str("model", label="CLIP model", default=state.get("model"),
-                  description="Hugging Face id, local folder, or 'shapes-world'")
+                  description=model_hint(state.get("model") or DEFAULT_MODEL)
+                  or "Hugging Face id, local folder, or one of: " + ", ".join(available_models()))
         panel.float("threshold", label="Confidence threshold", min=0, max=1,
                     description="empty: the method's default (" + ", ".join(f"{m.replace('_', ' ')} {t}"
                                                                            for m, t in DEFAULT_THRESH.items()) + ")")
@@ -142,7 +146,7 @@ class ClipZeroShotPanel(foo.Panel):
             fields.add_choice(name, label=name)
         panel.enum("inspect_field", fields.values(), view=fields, default=state.get("inspect_field"),
                    on_change=self.on_change_field)
-        panel.md(state.get("summary") or "No detections yet.", name="summary")
+        panel.md(state.get("summary") or NO_RUNS, name="summary")
         panel.plot("histogram", layout={"title": "confidence", "barmode": "overlay", "height": 260,
                                         "xaxis": {"range": [0, 1]}, "margin": {"t": 30, "b": 30}})
 
@@ -153,7 +157,8 @@ class ClipZeroShotPanel(foo.Panel):
         direction = types.RadioGroup(orientation="horizontal")
         direction.add_choice("above", label="show labels at/above")
         direction.add_choice("below", label="show labels below")
-        panel.enum("direction", direction.values(), view=direction, default=state.get("direction"), on_change=self.on_slider)
+        panel.enum("direction", direction.values(), view=direction, default=state.get("direction"),
+                   on_change=self.on_slider)
         for index, prompt in enumerate(state.get("heatmap_prompts") or []):
             panel.btn(f"heatmap_{index}", label=f"Show heatmap: {prompt}", on_click=self.on_show_heatmap,
                       params={"prompt": prompt})
@@ -171,15 +176,14 @@ def _target_view(ctx):
     return ctx.view
 
 
-def _summary_markdown(stats, params) -> str:
+def _summary_markdown(stats, run: DetectRun | None) -> str:
     if not stats:
-        return "No detections yet."
+        return NO_RUNS
     rows = ["| prompt | detections | samples | mean confidence |", "| --- | ---: | ---: | ---: |"]
     for item in stats:
         mean = sum(item.confidences) / len(item.confidences) if item.confidences else 0.0
         rows.append(f"| {item.prompt} | {item.detections} | {item.samples} | {mean:.2f} |")
-    if params:
-        options = params.get("options", {})
-        rows.append(f"\nRun: `{params.get('model')}` on {params.get('device')}, method `{options.get('method')}`, "
-                    f"threshold {options.get('confidence_thresh')}, run id `{params.get('run_id')}`")
+    if run:
+        rows.append(f"\nRun: `{run.model}` on {run.device}, method `{run.method}`, "
+                    f"threshold {run.options.get('confidence_thresh')}, run id `{run.run_id}`")
     return "\n".join(rows)

@@ -10,14 +10,15 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from fiftyone_clip_zeroshot.demo import DATASET
+from fiftyone_clip_zeroshot.labeling.labels import pixel_xyxy
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "demo.png"
 
 
-def heatmap_values(label: fo.Heatmap) -> np.ndarray:
-    if label.map is not None:
-        return label.map.astype(np.float32)
-    return np.asarray(Image.open(label.map_path), np.float32) / 255
+def heatmap_display(label: fo.Heatmap) -> np.ndarray:
+    """The heatmap as the App colours it: its values over its range, 1 = full colour."""
+    values = label.map if label.map is not None else np.asarray(Image.open(label.map_path))
+    return np.clip(values.astype(np.float32) / label.range[1], 0, 1)
 
 
 def main() -> None:
@@ -27,16 +28,15 @@ def main() -> None:
     width, height = image.size
     boxes = image.copy()
     draw = ImageDraw.Draw(boxes)
-    for det in sample.clip_detections.detections:
-        x, y, w, h = det.bounding_box
-        box = [x * width, y * height, (x + w) * width, (y + h) * height]
+    dets = sample.clip_detections.detections
+    for det, box in zip(dets, pixel_xyxy(dets, (width, height)).tolist()):
         draw.rectangle(box, outline=(255, 255, 255), width=3)
         draw.text((box[0] + 4, box[1] + 2), f"{det.label} {det.confidence:.2f}", fill=(255, 255, 255))
     prompt = sample.clip_detections.detections[0].label
     field = next(f for f in dataset.get_field_schema() if f.startswith("clip_detections_heatmap_") and
                  f.endswith(prompt.replace(" ", "_")))
-    heat = heatmap_values(sample[field])
-    heat_img = Image.fromarray((np.clip(heat, 0, 1) * 255).astype(np.uint8)).resize((width, height), Image.BILINEAR)
+    heat = heatmap_display(sample[field])
+    heat_img = Image.fromarray((heat * 255).astype(np.uint8)).resize((width, height), Image.BILINEAR)
     red = Image.merge("RGB", (heat_img, Image.new("L", heat_img.size, 0), Image.new("L", heat_img.size, 0)))
     overlay = Image.blend(image, red, 0.6)
     ImageDraw.Draw(overlay).text((8, 8), f"heatmap: {prompt}", fill=(255, 255, 255))

@@ -1,6 +1,8 @@
 """Test setup: FiftyOne and Hugging Face point at temporary folders, never the user's own."""
 
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -17,12 +19,36 @@ os.environ.update(
     HF_HUB_OFFLINE="1",
 )
 
-import pytest  # noqa: E402
 import fiftyone as fo  # noqa: E402
+import psutil  # noqa: E402
+import pytest  # noqa: E402
 
 from fiftyone_clip_zeroshot import load_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+_CLEANUP = """
+import shutil, sys
+import psutil
+procs = []
+for pid in sys.argv[2:]:
+    try:
+        procs.append(psutil.Process(int(pid)))
+    except psutil.NoSuchProcess:
+        pass
+psutil.wait_procs(procs, timeout=120)
+shutil.rmtree(sys.argv[1], ignore_errors=True)
+"""
+
+
+def pytest_unconfigure(config):
+    """Leave nothing behind (database, datasets, heatmaps, plugin link): a detached process
+    removes the temporary folder once this one and its embedded MongoDB have exited, since
+    MongoDB aborts when its folder goes while it runs."""
+    pids = [os.getpid(), *(p.pid for p in psutil.Process().children(recursive=True))]
+    subprocess.Popen([sys.executable, "-c", _CLEANUP, str(_ROOT), *map(str, pids)], start_new_session=True,
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 @pytest.fixture(scope="session")

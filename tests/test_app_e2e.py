@@ -28,7 +28,8 @@ TIMEOUT_MS = 120_000
 if CHROMIUM is None:
     pytest.skip("Debian's chromium is not installed (scripts/setup.sh --browser installs it with apt when run as "
                 "root or with sudo); the App end-to-end test cannot run", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is missing; rerun scripts/setup.sh")
+sync_api = pytest.importorskip("playwright.sync_api",
+                               reason="the playwright package is missing; rerun scripts/setup.sh")
 
 
 def _free_port() -> int:
@@ -137,6 +138,7 @@ def test_detect_operator_from_the_app_on_two_selected_samples(app, page):
     heatmap_fields = ["clip_detections_heatmap_yellow_circle", "clip_detections_heatmap_purple_circle"]
     for field in heatmap_fields:
         assert set(dataset.exists(field).values("id")) == selected
+        assert {tuple(h.range) for h in dataset.select(list(selected)).values(field)} == {(0, 153)}  # full at 0.6
     labelled = dataset.select(list(selected))
     assert {d.label for d in labelled.values("clip_detections.detections", unwind=True)} <= set(PROMPTS)
     assert labelled.count("clip_detections.detections") > 0

@@ -1,9 +1,14 @@
 """The benchmarks run (CI-sized); their figures are checked by reading them, not by timed tests."""
 
+import importlib.util
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import fiftyone as fo
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,3 +29,35 @@ def test_speed_benchmark_smoke():
 def test_quality_benchmark_smoke():
     out = _run("benchmarks/quality.py", "--scenes", "2", "--device", "cpu")
     assert "sliding_window" in out and "occlusion" in out and "zero-shot accuracy" in out
+
+
+def _real_clip():
+    spec = importlib.util.spec_from_file_location("real_clip", REPO / "benchmarks" / "real_clip.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_real_clip_benchmark_runs_its_coco_path_on_a_shapes_dataset(capsys):
+    _real_clip().main(["--model", "shapes-world", "--dataset", "shapes", "--max-samples", "3",
+                       "--methods", "proposals", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert "mAP@.5:.95" in out and "shapes-world" in out and "mAP@[.5:.95]" in out
+    dataset = fo.load_dataset("clip-zeroshot-shapes-3")
+    assert dataset.list_evaluations() == ["clip_proposals"]
+    labels = set(dataset.distinct("clip_proposals.detections.label"))
+    assert labels and labels <= set(dataset.distinct("ground_truth.detections.label"))  # class names, not prompts
+    assert dataset.count_values("clip_proposals.detections.clip_proposals").get("tp", 0) > 0
+
+
+def test_real_clip_benchmark_says_what_to_fetch_when_offline():
+    real_clip = _real_clip()
+    with pytest.raises(SystemExit, match="hub could not be reached"):
+        real_clip.main(["--model", "openai/clip-vit-base-patch32", "--dataset", "shapes", "--max-samples", "1"])
+    try:
+        socket.gethostbyname("images.cocodataset.org")
+    except OSError:
+        with pytest.raises(real_clip.DataUnavailable, match="run this where the internet is reachable"):
+            real_clip.load_coco(2)
+    else:
+        pytest.skip("COCO is reachable from here; the offline error is not exercised")

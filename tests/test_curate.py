@@ -39,8 +39,8 @@ def _swap_labels(dataset, field, seed=0):
 def test_verify_flags_swapped_labels_and_few_correct_ones(scenes, shapes_model):
     swapped = _swap_labels(scenes, "noisy")
     fz.verify(scenes, "noisy", classes=CLASSES, model=shapes_model, relabel_field="relabelled", progress=False)
-    flagged = set(scenes.filter_labels("noisy", fo.ViewField("tags").contains(MISMATCH_TAG)).values("noisy.detections.id",
-                                                                                                     unwind=True))
+    tagged = scenes.filter_labels("noisy", fo.ViewField("tags").contains(MISMATCH_TAG))
+    flagged = set(tagged.values("noisy.detections.id", unwind=True))
     disagreeing = {d.id for dets in scenes.values("noisy") for d in dets.detections if d.clip_label != d.label}
     assert flagged == disagreeing  # the tag lands on exactly the labels CLIP disagrees with
     everything = set(scenes.values("noisy.detections.id", unwind=True))

@@ -21,8 +21,8 @@ from PIL import Image
 import fiftyone_clip_zeroshot as fz
 from fiftyone_clip_zeroshot import ImageLoadError, ModelLoadError, OptionsError, load_model
 from fiftyone_clip_zeroshot.core.images import load_image
-from fiftyone_clip_zeroshot.labeling.detect import run_key
 from fiftyone_clip_zeroshot.labeling.jobs import LabelingError
+from fiftyone_clip_zeroshot.labeling.runs import run_key
 from fiftyone_clip_zeroshot.shapes.world import render_scene
 
 PROMPTS = ["red circle", "blue square"]
@@ -99,7 +99,8 @@ def _cmyk(img): return img.convert("CMYK")
 
 
 @pytest.mark.parametrize("convert, suffix, max_error", [
-    (_gray, ".png", None), (_rgba, ".png", 0), (_palette, ".png", 12), (_sixteen_bit, ".png", None), (_cmyk, ".jpg", 12),
+    (_gray, ".png", None), (_rgba, ".png", 0), (_palette, ".png", 12), (_sixteen_bit, ".png", None),
+    (_cmyk, ".jpg", 12),
 ], ids=["gray", "rgba", "palette", "16bit", "cmyk"])
 def test_image_modes_decode_to_the_rgb_image_and_detect(convert, suffix, max_error, shapes_model, tmp_path):
     original = _scene()
@@ -169,7 +170,8 @@ def test_video_dataset_is_refused_with_a_way_forward(shapes_model):
 
 # --- prompts --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("prompts", [[], "", "   ", ["red circle", " "], None], ids=["empty", "blank", "spaces", "one-blank", "none"])
+@pytest.mark.parametrize("prompts", [[], "", "   ", ["red circle", " "], None],
+                         ids=["empty", "blank", "spaces", "one-blank", "none"])
 def test_empty_prompts_are_refused(prompts, shapes_model):
     with pytest.raises(OptionsError, match="prompts must be a non-empty list"):
         fz.localize(np.zeros((64, 64, 3), np.uint8), prompts, shapes_model)
@@ -318,3 +320,10 @@ def test_out_of_memory_halves_the_batch_and_gives_the_same_result(shapes_model, 
     for got, want in zip(results, expected):
         assert np.allclose(got.heatmap, want.heatmap, atol=1e-5)
         assert np.allclose(got.detections.xyxy, want.detections.xyxy, atol=1e-3)
+
+
+def test_every_deliberate_error_shares_one_base():
+    for error in (OptionsError, ModelLoadError, ImageLoadError, LabelingError):
+        assert issubclass(error, fz.ClipZeroShotError)
+    with pytest.raises(fz.ClipZeroShotError, match="window_stride"):
+        fz.LocalizeOptions.create(window_stride=0)

@@ -5,13 +5,15 @@ from pathlib import Path
 import fiftyone as fo
 import fiftyone.operators as foo
 import fiftyone.plugins as fop
-from fiftyone.operators.executor import ExecutionError
 import numpy as np
 import pytest
+from fiftyone.operators.executor import ExecutionError
+from PIL import Image
 
 import fiftyone_clip_zeroshot as fz
-from fiftyone_clip_zeroshot.labeling.detect import run_key
 from fiftyone_clip_zeroshot.labeling.jobs import LabelingError
+from fiftyone_clip_zeroshot.labeling.labels import to_heatmap
+from fiftyone_clip_zeroshot.labeling.runs import run_key
 from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +49,8 @@ def test_detect_writes_detections_heatmaps_and_run_info(dataset, shapes_model):
             assert values is None or (values.min() >= 0 and values.max() <= 1 and heatmap.range == [0.0, 1.0])
     config = dataset.get_run_info(run_key("clip")).config
     assert config.prompts == PROMPTS and config.model == "shapes-world"
-    assert config.options["method"] == "sliding_window"
+    assert config.method == config.options["method"] == "sliding_window"
+    assert config.options["batch_size"] == shapes_model.batch_size  # the value used, not None
 
 
 def test_large_heatmaps_go_to_unique_pngs_and_rerun_replaces_them(dataset, shapes_model, tmp_root):
@@ -56,7 +59,7 @@ def test_large_heatmaps_go_to_unique_pngs_and_rerun_replaces_them(dataset, shape
     fz.detect(dataset, PROMPTS, **kwargs)
     first = dataset.values("clip_heatmap_red_circle.map_path")
     assert all(p and Path(p).is_file() for p in first)
-    assert dataset.first().clip_heatmap_red_circle.range == [0, 255]
+    assert dataset.first().clip_heatmap_red_circle.range == [0, 255]  # no threshold: the probability scale
     fz.detect(dataset, ["red circle", "a star"], method="occlusion", context_scales=(0.5,), **kwargs)
     second = dataset.values("clip_heatmap_red_circle.map_path")
     assert set(first).isdisjoint(second) and all(Path(p).is_file() for p in second)
@@ -144,6 +147,15 @@ def test_operator_lists_failed_samples_in_its_result(dataset, plugin_dir, monkey
     (run,) = service.list_operations(operator=OPERATOR, dataset_name=dataset.name)
     summary = run.result.result
     assert summary["failed"] == 1 and summary["failures"][0].startswith(f"{broken.id}: ImageLoadError")
-    assert summary["message"] == "labelled 3 of 4 samples into 'op'; 1 failed and were left without labels (see failures)"
+    assert summary["message"] == ("labelled 3 of 4 samples into 'op'; "
+                                  "1 failed and were left without labels (see failures)")
     dataset.reload()
     assert dataset.count("op") == len(dataset) - 1
+
+
+def test_heatmaps_hold_probabilities_shown_full_at_the_threshold(tmp_path):
+    probs = np.linspace(0, 1, 100 * 100, dtype=np.float32).reshape(100, 100)
+    inline = to_heatmap(probs[:8, :8], tmp_path / "small.png", full_at=0.6)
+    assert inline.range == [0.0, 0.6] and np.array_equal(inline.map, probs[:8, :8])
+    png = to_heatmap(probs, tmp_path / "large.png", full_at=0.6)
+    assert png.range == [0, 153] and np.asarray(Image.open(png.map_path))[-1, -1] == 255

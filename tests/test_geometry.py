@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from fiftyone_clip_zeroshot.core.boxes import with_context
-from fiftyone_clip_zeroshot.core.localizers.sliding_window import window_centres
-from fiftyone_clip_zeroshot.core.windows import WindowGrid, coverage_mean, crop_boxes, positions, resize
+from fiftyone_clip_zeroshot.core.windows import WindowGrid, coverage_mean, crop_boxes, positions, resize, window_centres
 
 
 @pytest.mark.parametrize("length,window,stride", [(100, 30, 7), (512, 64, 21), (64, 64, 8), (10, 40, 5), (257, 256, 1)])
@@ -20,7 +19,8 @@ def test_positions_cover_every_pixel_including_edges(length, window, stride):
     assert np.all(np.diff(starts) <= stride) and np.all(np.diff(starts) > 0)
 
 
-@pytest.mark.parametrize("hw,window,stride", [((384, 512), 46, 15), ((480, 640), 300, 100), ((37, 900), 60, 20), ((3456, 5184), 1536, 256)])
+@pytest.mark.parametrize("hw,window,stride", [((384, 512), 46, 15), ((480, 640), 300, 100), ((37, 900), 60, 20),
+                                              ((3456, 5184), 1536, 256)])
 def test_grid_boxes_cover_image_and_map_back_exactly(hw, window, stride):
     grid = WindowGrid.build(hw, window, stride, 64)
     boxes = grid.boxes

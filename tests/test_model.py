@@ -1,10 +1,12 @@
 """The packaged CLIPs: load like any checkpoint, small, accurate, robust tokenizer; clear load errors."""
 
+import time
+
 import pytest
 import torch
 
 from fiftyone_clip_zeroshot import ModelLoadError, load_model
-from fiftyone_clip_zeroshot.core.model import PACKAGED_MODELS
+from fiftyone_clip_zeroshot.core.model import PACKAGED_MODELS, _hub_reachable, available_models, model_hint
 from fiftyone_clip_zeroshot.shapes.evaluate import zero_shot_accuracy
 
 
@@ -54,7 +56,26 @@ def test_missing_hub_model_offline_is_one_clear_error():
         load_model("openai/clip-vit-base-patch32", device="cpu")
 
 
+def test_unreachable_hub_fails_fast_without_offline_mode(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # as on a machine where nobody set HF_HUB_OFFLINE
+    if _hub_reachable():
+        pytest.skip("the hub is reachable from here; the offline path is not exercised")
+    start = time.perf_counter()
+    with pytest.raises(ModelLoadError, match="the hub could not be reached") as raised:
+        load_model("openai/clip-vit-base-patch32", device="cpu")
+    assert time.perf_counter() - start < 15  # transformers' own retries took 30 s
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__  # one error, no chained tracebacks
+
+
 def test_folder_that_is_not_a_clip_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ModelLoadError, match="is not a CLIP checkpoint folder"):
         load_model(str(tmp_path), device="cpu")
+
+
+def test_model_fields_offer_what_loads_here():
+    assert available_models() == list(PACKAGED_MODELS)  # the tests' Hugging Face cache is empty
+    assert model_hint("shapes-alt-text") == ""
+    assert "needs the hub" in model_hint("openai/clip-vit-base-patch32")

@@ -6,14 +6,14 @@ import pytest
 
 import fiftyone_clip_zeroshot as fz
 from fiftyone_clip_zeroshot.labeling.curate import REVIEW_TAG
-from fiftyone_clip_zeroshot.labeling.inspect import (
+from fiftyone_clip_zeroshot.labeling.results import (
     confidence_view,
     detection_fields,
     fields_to_show,
     histogram_traces,
     prompt_stats,
-    run_parameters,
 )
+from fiftyone_clip_zeroshot.labeling.runs import DetectRun, plugin_fields
 from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
 
 PANEL = "@clip-zeroshot/fiftyone-clip-zeroshot/clip_zeroshot_panel"
@@ -43,10 +43,12 @@ def test_prompt_stats_count_detections_samples_and_confidences(labelled):
 
 
 def test_run_parameters_fields_and_views(labelled):
-    params = run_parameters(labelled, "clip")
-    assert params["prompts"] == PROMPTS and params["model"] == "shapes-world"
-    assert run_parameters(labelled, "ground_truth") is None
+    run = DetectRun.load(labelled, "clip")
+    assert run.prompts == PROMPTS and run.model == "shapes-world" and run.method == "sliding_window"
+    assert run.heatmap_of["purple circle"] == "clip_heatmap_purple_circle"
+    assert DetectRun.load(labelled, "ground_truth") is None
     assert detection_fields(labelled) == ["clip", "ground_truth"]  # the plugin's fields first
+    assert plugin_fields(labelled) == ["clip"]  # what the panel opens on; never ground_truth
     assert fields_to_show(labelled, "clip", "purple circle") == ["clip", "clip_heatmap_purple_circle"]
     above = confidence_view(labelled, "clip", 0.5).values("clip.detections.confidence", unwind=True)
     below = confidence_view(labelled, "clip", 0.5, above=False).values("clip.detections.confidence", unwind=True)

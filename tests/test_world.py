@@ -25,7 +25,8 @@ def test_scenes_have_boxes_inside_the_image_and_sizes_in_range():
         assert scene.image.size == (512, 384)
         assert len(scene.labels) == len(scene.boxes) <= 6
         if len(scene.boxes):
-            assert (scene.boxes[:, :2] >= 0).all() and (scene.boxes[:, 2] <= 512).all() and (scene.boxes[:, 3] <= 384).all()
+            assert (scene.boxes[:, :2] >= 0).all()
+            assert (scene.boxes[:, 2] <= 512).all() and (scene.boxes[:, 3] <= 384).all()
             sides = np.maximum(scene.boxes[:, 2] - scene.boxes[:, 0], scene.boxes[:, 3] - scene.boxes[:, 1])
             assert sides.min() >= 14 and sides.max() <= 221  # 24-220 px objects; triangles are shorter than wide
         objects += len(scene.labels)
@@ -50,7 +51,8 @@ def test_hard_scenes_frame_the_visible_part_of_textured_overlapping_shapes():
     assert any(len(set(s.labels)) < len(s.labels) for s in scenes)  # several instances of one class
     for scene in scenes:
         width, height = scene.image.size
-        assert (scene.boxes[:, :2] >= 0).all() and (scene.boxes[:, 2] <= width).all() and (scene.boxes[:, 3] <= height).all()
+        assert (scene.boxes[:, :2] >= 0).all()
+        assert (scene.boxes[:, 2] <= width).all() and (scene.boxes[:, 3] <= height).all()
         pixels = np.asarray(scene.image).astype(float)
         for x1, y1, x2, y2 in scene.boxes.astype(int):
             assert pixels[y1:y2, x1:x2].std() > 0  # the box shows something, not a flat background

@@ -1,5 +1,6 @@
 """The FiftyOne-free core: CLIP wrapper, window geometry, localizers and box extraction."""
 
+from fiftyone_clip_zeroshot.core.errors import ClipZeroShotError
 from fiftyone_clip_zeroshot.core.images import ImageLoadError, load_image
 from fiftyone_clip_zeroshot.core.localize import Localization, localize
 from fiftyone_clip_zeroshot.core.model import ClipModel, ModelLoadError, load_model
@@ -7,6 +8,7 @@ from fiftyone_clip_zeroshot.core.options import LocalizeOptions, OptionsError
 
 __all__ = [
     "ClipModel",
+    "ClipZeroShotError",
     "ImageLoadError",
     "Localization",
     "LocalizeOptions",

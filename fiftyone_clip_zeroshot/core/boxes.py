@@ -52,7 +52,9 @@ def with_context(xyxy: np.ndarray, margin: float, image_hw: tuple[int, int]) -> 
     return np.concatenate([low, low + side], 1)
 
 
-def fuse_windows(boxes: np.ndarray, probs: np.ndarray, class_id: int, prompt: str, opts: LocalizeOptions) -> sv.Detections:
+def fuse_windows(
+    boxes: np.ndarray, probs: np.ndarray, class_id: int, prompt: str, opts: LocalizeOptions
+) -> sv.Detections:
     """Windows ``(N, 4)`` with probabilities ``(N,)`` for one prompt → fused instance boxes."""
     keep = probs >= opts.confidence_thresh
     boxes, probs = boxes[keep], probs[keep]

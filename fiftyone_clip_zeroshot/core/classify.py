@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fiftyone_clip_zeroshot.core.scoring import PromptScorer, embed_in_context
 from fiftyone_clip_zeroshot.core.model import ClipModel
 from fiftyone_clip_zeroshot.core.options import check_prompts
+from fiftyone_clip_zeroshot.core.scoring import PromptScorer, embed_in_context
 from fiftyone_clip_zeroshot.core.windows import crop_boxes
 
 BACKGROUND = "background"  # the label of a box that CLIP finds closer to the background prompt

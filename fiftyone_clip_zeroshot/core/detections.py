@@ -4,9 +4,9 @@ Every candidate box is read by CLIP on tight square crops (``verify_margins``), 
 prompts: that crop probability is the box's confidence, provided the localizer's own support
 for the prompt inside the box reaches ``SUPPORT_GATE`` x the threshold (two independent views
 must agree, which keeps absent prompts from drawing boxes). Each box takes the one prompt it
-fits best; boxes below ``confidence_thresh`` go, and so do boxes that are parts of a larger box
-of another prompt. Duplicates are removed by IoU NMS and then by nesting, and each prompt keeps
-its ``max_detections`` best.
+fits best; boxes below ``confidence_thresh`` go, and so do boxes that are parts of a larger,
+about as confident box of another prompt. Duplicates are removed by IoU NMS and then by
+nesting, and each prompt keeps its ``max_detections`` best.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from fiftyone_clip_zeroshot.core.boxes import NESTED, finalize, make_detections
 from fiftyone_clip_zeroshot.core.localizers.evidence import Evidence
 
 SUPPORT_GATE = 0.5  # a box can take a prompt only where the localizer's own support reaches this x the threshold
+PART_MARGIN = 0.1  # a part survives a larger box of another prompt only if this much more confident
 
 if TYPE_CHECKING:
     from fiftyone_clip_zeroshot.core.options import LocalizeOptions
@@ -43,7 +44,7 @@ def detect_objects(
     label = confidence.argmax(1)
     score = confidence[np.arange(len(boxes)), label]
     keep = score >= opts.confidence_thresh
-    keep &= ~_parts_of_others(boxes, label, keep)
+    keep &= ~_parts_of_others(boxes, label, score, keep)
     return [
         _dedupe(make_detections(boxes[keep & (label == p)], score[keep & (label == p)], p, prompt), opts)
         for p, prompt in enumerate(prompts)
@@ -62,10 +63,12 @@ def box_support(heatmap: torch.Tensor, boxes: np.ndarray, image_hw: tuple[int, i
     return torch.stack([heatmap[:, b:d, a:c].amax((1, 2)) for a, b, c, d in zip(x1, y1, x2, y2)])
 
 
-def _parts_of_others(boxes: np.ndarray, label: np.ndarray, kept: np.ndarray) -> np.ndarray:
+def _parts_of_others(boxes: np.ndarray, label: np.ndarray, score: np.ndarray, kept: np.ndarray) -> np.ndarray:
     """``(N,)``: kept boxes lying (``NESTED`` of their area) inside a larger kept box of another
-    label. A part of an object often looks like another class (a star's arm is a triangle); the
-    whole object, framed, does not."""
+    label that they do not beat by ``PART_MARGIN``. A part of an object often looks like another
+    class (a star's arm is a triangle), less surely than the whole object, framed, looks like
+    itself; a whole object inside a box that also holds a neighbour is surer of itself than that
+    box is."""
     idx = np.flatnonzero(kept)
     if len(idx) < 2:
         return np.zeros(len(boxes), bool)
@@ -74,7 +77,7 @@ def _parts_of_others(boxes: np.ndarray, label: np.ndarray, kept: np.ndarray) -> 
     iw = np.clip(np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0]), 0, None)
     ih = np.clip(np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1]), 0, None)
     inside = (iw * ih / np.maximum(area[:, None], 1e-9) >= NESTED) & (area[:, None] < area[None, :])
-    inside &= label[idx][:, None] != label[idx][None, :]
+    inside &= (label[idx][:, None] != label[idx][None, :]) & (score[idx][:, None] < score[idx][None, :] + PART_MARGIN)
     parts = np.zeros(len(boxes), bool)
     parts[idx] = inside.any(1)
     return parts

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-ImageInput = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
+from fiftyone_clip_zeroshot.core.errors import ClipZeroShotError
+
+ImageInput = str | Path | Image.Image | np.ndarray | torch.Tensor
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(ClipZeroShotError, ValueError):
     """The image could not be read or decoded."""
 
 

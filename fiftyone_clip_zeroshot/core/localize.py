@@ -65,7 +65,9 @@ def localize(
     return localize_tensor(pixels, prompts, model, opts)
 
 
-def localize_tensor(pixels: torch.Tensor, prompts: list[str], model: ClipModel, opts: LocalizeOptions) -> list[Localization]:
+def localize_tensor(
+    pixels: torch.Tensor, prompts: list[str], model: ClipModel, opts: LocalizeOptions
+) -> list[Localization]:
     """``localize`` for an already decoded uint8 ``(3, H, W)`` tensor on the model's device."""
     scorer = PromptScorer(model, prompts, opts.negative_prompts, opts.batch_size)
     heat_hw = heatmap_shape((int(pixels.shape[1]), int(pixels.shape[2])), opts.heatmap_size)

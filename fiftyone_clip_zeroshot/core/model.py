@@ -8,24 +8,31 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
 
 import torch
 import torch.nn.functional as F
+
+from fiftyone_clip_zeroshot.core.errors import ClipZeroShotError
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 _MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 # Tiny CLIPs trained on the shapes world (scripts/train_shapes_clip.py): the demo model first, then
 # the test models of the quality panel, trained by other recipes.
-PACKAGED_MODELS: dict[str, Path] = {name: _MODELS_DIR / name for name in ("shapes-world", "shapes-single-object")}
+PACKAGED_MODELS: dict[str, Path] = {
+    name: _MODELS_DIR / name for name in ("shapes-world", "shapes-single-object", "shapes-alt-text")
+}
 
 logger = logging.getLogger(__name__)
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(ClipZeroShotError, RuntimeError):
     """The CLIP weights could not be found or are not a CLIP checkpoint."""
 
 
@@ -74,7 +81,8 @@ class ClipModel:
             lengths = tokens["attention_mask"].sum(1).tolist()
             too_long = [p for p, n in zip(missing, lengths) if n > self.max_text_tokens]
             for prompt in too_long:
-                warnings.warn(f"prompt longer than {self.max_text_tokens} tokens was truncated: {prompt[:60]!r}...")
+                warnings.warn(f"prompt longer than {self.max_text_tokens} tokens was truncated: {prompt[:60]!r}...",
+                              stacklevel=3)
             if too_long:
                 tokens = self.tokenizer(list(missing), padding=True, truncation=True,
                                         max_length=self.max_text_tokens, return_tensors="pt")
@@ -139,14 +147,16 @@ def load_model(
     dtype: torch.dtype | None = None,
     batch_size: int = 256,
 ) -> ClipModel:
-    """Load a CLIP checkpoint (hub id, local folder, or ``"shapes-world"``) onto ``device``.
+    """Load a CLIP checkpoint onto ``device``; raises ``ModelLoadError`` with the fix when the
+    weights are missing (an unreachable hub fails at once) or not a CLIP model.
 
-    ``device`` defaults to CUDA when available; ``dtype`` to float16 on GPU and float32 on CPU.
-    Raises ``ModelLoadError`` with the fix when the weights are missing or not a CLIP model.
+    Args:
+        name_or_path: a hub id (``"openai/clip-vit-base-patch32"``), a folder written by
+            ``save_pretrained``, or a packaged test model (``"shapes-world"``, see ``PACKAGED_MODELS``).
+        device: ``"cuda"``, ``"cpu"``, a ``torch.device`` or None (CUDA when available).
+        dtype: None: float16 on the GPU, float32 on the CPU.
+        batch_size: default crops per forward pass (a run may pass its own).
     """
-    from transformers import AutoTokenizer, CLIPModel
-    from transformers.utils import cached_file
-
     device = torch.device(device) if device is not None else default_device()
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ModelLoadError(f"device {str(device)!r} was requested but this machine has no usable CUDA GPU; "
@@ -154,12 +164,14 @@ def load_model(
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
     source = resolve_model_path(name_or_path)
     try:
-        model = CLIPModel.from_pretrained(source, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        with open(cached_file(source, "preprocessor_config.json")) as f:
-            preprocess = json.load(f)
+        model, tokenizer, preprocess = _read_checkpoint(source, dtype, local_only=True)
     except (OSError, ValueError, KeyError) as error:
-        raise ModelLoadError(_load_error_message(name_or_path, error)) from error
+        if Path(source).exists() or not _hub_reachable():
+            raise ModelLoadError(_load_error_message(name_or_path, error)) from None  # the message says it all
+        try:
+            model, tokenizer, preprocess = _read_checkpoint(source, dtype, local_only=False)
+        except (OSError, ValueError, KeyError) as error:
+            raise ModelLoadError(_load_error_message(name_or_path, error)) from error
     size = preprocess.get("crop_size", model.config.vision_config.image_size)
     return ClipModel(
         name=name_or_path,
@@ -174,11 +186,67 @@ def load_model(
     )
 
 
+def _read_checkpoint(source: str, dtype: torch.dtype, local_only: bool) -> tuple[Any, Any, dict]:
+    """Model, tokenizer and preprocessor config of a checkpoint, without transformers' per-load
+    progress bar; ``local_only``: from a folder or the local Hugging Face cache only."""
+    from transformers import AutoTokenizer, CLIPModel
+    from transformers.utils import cached_file
+    from transformers.utils import logging as hf_logging
+
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model = CLIPModel.from_pretrained(source, dtype=dtype, local_files_only=local_only)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+        with open(cached_file(source, "preprocessor_config.json", local_files_only=local_only)) as f:
+            return model, tokenizer, json.load(f)
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connect within ``timeout`` s. An offline machine
+    then fails at once with the clear error, not after transformers' retries and their tracebacks."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def available_models() -> list[str]:
+    """What loads on this machine without the hub: the packaged test models, then the CLIP
+    checkpoints in the local Hugging Face cache."""
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    try:
+        repos = scan_cache_dir().repos
+    except (CacheNotFound, OSError):  # no cache folder yet, or one that cannot be read
+        repos = []
+    cached = sorted(r.repo_id for r in repos if r.repo_type == "model" and "clip" in r.repo_id.lower())
+    return [*PACKAGED_MODELS, *cached]
+
+
+def model_hint(name: str) -> str:
+    """A note for model fields: empty when ``name`` loads here, else that it needs the hub once."""
+    if name in available_models() or Path(name).exists():
+        return ""
+    return f"{name!r} is not in the local Hugging Face cache: its first use downloads it (needs the hub)"
+
+
 def _load_error_message(name_or_path: str, error: BaseException) -> str:
     if Path(name_or_path).exists():
         return (
             f"{name_or_path!r} is not a CLIP checkpoint folder (it needs config.json, model weights, "
-            f"tokenizer files and preprocessor_config.json, as written by CLIPModel/CLIPProcessor.save_pretrained): {error}"
+            f"tokenizer files and preprocessor_config.json, as written by "
+            f"CLIPModel/CLIPProcessor.save_pretrained): {error}"
         )
     packaged = ", ".join(repr(n) for n in PACKAGED_MODELS)
     return (

@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from fiftyone_clip_zeroshot.core.errors import ClipZeroShotError
 from fiftyone_clip_zeroshot.core.localizers import METHODS
 
 DEFAULT_THRESH = {"sliding_window": 0.6, "occlusion": 0.5, "proposals": 0.6}  # benchmarks/quality.py --panel
 FILLS = ("mean", "black", "gray")
 
 
-class OptionsError(ValueError):
+class OptionsError(ClipZeroShotError, ValueError):
     """An option is out of range; raised before any work starts."""
 
 
@@ -79,7 +80,8 @@ class LocalizeOptions:
         check(self.max_detections >= 1, f"max_detections must be >= 1, got {self.max_detections}")
         check(self.heatmap_size >= 8, f"heatmap_size must be >= 8, got {self.heatmap_size}")
         check(self.batch_size is None or self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        check(len(self.negative_prompts) > 0, "negative_prompts needs at least one prompt (e.g. 'a photo of background')")
+        check(len(self.negative_prompts) > 0,
+              "negative_prompts needs at least one prompt (e.g. 'a photo of background')")
 
 
 def check_method(method: str) -> str:

@@ -50,4 +50,5 @@ def embed_in_context(pixels: torch.Tensor, xyxy: np.ndarray, margins: Sequence[f
     margin (margin-major), cut and encoded batch by batch on the model's device."""
     image_hw = tuple(pixels.shape[1:])
     context = np.concatenate([with_context(np.asarray(xyxy).reshape(-1, 4), margin, image_hw) for margin in margins])
-    return model.encode_batches(len(context), lambda idx: crop_boxes(pixels, context[idx], model.image_size), batch_size)
+    size = model.image_size
+    return model.encode_batches(len(context), lambda idx: crop_boxes(pixels, context[idx], size), batch_size)

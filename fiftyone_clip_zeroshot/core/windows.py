@@ -104,7 +104,9 @@ def gather(image: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, size: int) -
     return image[:, rows, cols].permute(1, 0, 2, 3)
 
 
-def coverage_mean(boxes: np.ndarray, values: torch.Tensor, image_hw: tuple[int, int], heat_hw: tuple[int, int]) -> torch.Tensor:
+def coverage_mean(
+    boxes: np.ndarray, values: torch.Tensor, image_hw: tuple[int, int], heat_hw: tuple[int, int]
+) -> torch.Tensor:
     """Mean of ``values`` ``(N, P)`` over the boxes covering each cell of a ``heat_hw`` grid → ``(P, h, w)``.
 
     Uses 2-D difference arrays, so the cost is O(N·P + P·h·w) whatever the box sizes.
@@ -125,3 +127,12 @@ def coverage_mean(boxes: np.ndarray, values: torch.Tensor, image_hw: tuple[int, 
         diff.index_add_(1, corner, stacked.T * sign)
     total = diff.view(-1, h + 1, w + 1).cumsum(1).cumsum(2)[:, :h, :w]
     return total[:-1] / total[-1:].clamp(min=1)
+
+
+def window_centres(boxes: np.ndarray, keep: float = 0.5) -> np.ndarray:
+    """The middle ``keep`` of each window. A window that shows an object shows it around its
+    centre, so crediting only the centre keeps heatmaps from smearing a window's score over its
+    background (a strip along the image border, where no window is centred, stays at 0)."""
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = (boxes[:, 2:] - boxes[:, :2]) * keep / 2
+    return np.concatenate([centre - half, centre + half], 1)

@@ -19,16 +19,17 @@ from fiftyone import ViewField as F
 from fiftyone_clip_zeroshot.core.classify import BACKGROUND, DEFAULT_TEMPLATE, classify_image, prompt_texts, score_boxes
 from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL, ClipModel
 from fiftyone_clip_zeroshot.core.options import OptionsError, check_prompts
+from fiftyone_clip_zeroshot.labeling.fo_private import declare_fields
 from fiftyone_clip_zeroshot.labeling.jobs import (
     LabelingError,
     Progress,
     SampleJob,
     check_field_name,
     check_target,
-    declare_fields,
     resolve_model,
     run_job,
 )
+from fiftyone_clip_zeroshot.labeling.labels import pixel_xyxy
 
 MISMATCH_TAG = "clip:mismatch"
 REVIEW_TAG = "needs_review"
@@ -56,7 +57,8 @@ class VerifyJob(SampleJob):
             raise LabelingError(f"label_field {label_field!r} must be an existing fo.Detections field of the samples")
         if not 0 <= margin <= 2:
             raise OptionsError(f"margin must be in [0, 2] (a fraction of the box side), got {margin}")
-        self.label_field, self.relabel_field = label_field, relabel_field and check_field_name(relabel_field, "relabel_field")
+        self.label_field = label_field
+        self.relabel_field = relabel_field and check_field_name(relabel_field, "relabel_field")
         self.classes = check_prompts(classes or samples.distinct(f"{label_field}.detections.label"))
         prompt_texts(self.classes, template)
         self.margin, self.template, self.mismatch_tag = margin, template, mismatch_tag
@@ -71,9 +73,7 @@ class VerifyJob(SampleJob):
 
     def labels(self, sample: fo.Sample, pixels: torch.Tensor) -> dict[str, fo.Detections]:
         detections = sample[self.label_field]  # edited in place after scoring, so ids stay
-        height, width = int(pixels.shape[1]), int(pixels.shape[2])
-        boxes = np.array([d.bounding_box for d in detections.detections], np.float64).reshape(-1, 4)
-        xyxy = np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], 1) * [width, height, width, height]
+        xyxy = pixel_xyxy(detections.detections, (int(pixels.shape[2]), int(pixels.shape[1])))
         verdict = score_boxes(pixels, xyxy, self.classes, self.model, self.margin, self.template)
         relabelled = []
         for detection, label, score in zip(detections.detections, verdict.labels, verdict.scores):
@@ -84,7 +84,9 @@ class VerifyJob(SampleJob):
                 self.mismatches += 1
             detection.tags = tags
             if label != BACKGROUND:
-                relabelled.append(fo.Detection(label=label, bounding_box=detection.bounding_box, confidence=float(score)))
+                relabelled.append(
+                    fo.Detection(label=label, bounding_box=detection.bounding_box, confidence=float(score))
+                )
         updates = {self.label_field: detections}
         if self.relabel_field:
             updates[self.relabel_field] = fo.Detections(detections=relabelled)
@@ -149,6 +151,19 @@ def verify(
     differs from ``label`` the detection is tagged ``mismatch_tag`` (the tag is removed when a
     rerun agrees). With ``relabel_field``, a copy with CLIP's labels is written there (boxes
     CLIP reads as background are left out).
+
+    Args:
+        samples: a dataset or view of images.
+        label_field: the ``fo.Detections`` field to check.
+        classes: the labels to choose between (None: the field's own labels).
+        model: a hub id, a local CLIP folder, a packaged name or a ``ClipModel``.
+        margin: context around each box, as a fraction of its longer side.
+        template: prompt for each class, e.g. ``"a photo of a {}"``.
+        relabel_field: where to write a relabelled copy (None: no copy).
+        mismatch_tag: label tag for disagreements.
+        device: ``"cuda"``, ``"cpu"`` or None (the GPU when there is one).
+        skip_failures: leave samples whose image cannot be read unchecked, and go on.
+        progress: True, False or a callback ``(done, total)``.
     """
     job = VerifyJob(samples, label_field, classes, model, margin, template, relabel_field, mismatch_tag, device,
                     skip_failures)
@@ -169,8 +184,18 @@ def classify(
 ) -> None:
     """Zero-shot classification of each image into ``classes`` → ``fo.Classification`` in ``label_field``.
 
-    ``confidence`` is the softmax probability over the classes (prompts are ``template`` filled
-    with each class); ``store_logits`` also stores CLIP's logits, in the order of ``classes``.
+    ``confidence`` is the softmax probability over the classes.
+
+    Args:
+        samples: a dataset or view of images.
+        classes: at least two class names.
+        label_field: where the ``fo.Classification`` goes.
+        model: a hub id, a local CLIP folder, a packaged name or a ``ClipModel``.
+        template: prompt for each class, e.g. ``"a photo of a {}"``.
+        store_logits: also store CLIP's logits, in the order of ``classes``.
+        device: ``"cuda"``, ``"cpu"`` or None (the GPU when there is one).
+        skip_failures: leave samples whose image cannot be read unlabelled, and go on.
+        progress: True, False or a callback ``(done, total)``.
     """
     run_job(ClassifyJob(samples, classes, label_field, model, template, store_logits, device, skip_failures), progress)
 
@@ -195,7 +220,8 @@ class EvaluationReport:
         return self.tp / max(self.tp + self.fn, 1)
 
     def __str__(self) -> str:
-        lines = [f"evaluation {self.eval_key!r}: mAP@[.5:.95] {self.map:.3f}   TP {self.tp}  FP {self.fp}  FN {self.fn}   "
+        lines = [f"evaluation {self.eval_key!r}: mAP@[.5:.95] {self.map:.3f}   "
+                 f"TP {self.tp}  FP {self.fp}  FN {self.fn}   "
                  f"precision {self.precision:.2f}  recall {self.recall:.2f}",
                  f"{'class':<24}{'AP':>7}{'TP':>5}{'FP':>5}{'FN':>5}"]
         for name, row in self.per_class.items():
@@ -212,7 +238,15 @@ def evaluate(
     iou: float = 0.5,
 ) -> EvaluationReport:
     """FiftyOne's COCO-style ``evaluate_detections`` (TP/FP/FN per label under ``eval_key``, mAP)
-    plus a printable per-class report. Classes are the ground truth's and the predictions' labels."""
+    plus a printable per-class report. Classes are the ground truth's and the predictions' labels.
+
+    Args:
+        samples: a dataset or view with both fields.
+        pred_field: the predicted ``fo.Detections`` field (e.g. ``detect``'s ``label_field``).
+        gt_field: the ground-truth ``fo.Detections`` field.
+        eval_key: where FiftyOne stores the evaluation (and each label's tp/fp/fn).
+        iou: IoU at which a prediction matches a ground-truth box.
+    """
     results = samples.evaluate_detections(pred_field, gt_field=gt_field, eval_key=eval_key, iou=iou, compute_mAP=True,
                                           progress=False)
     preds, gts = _outcomes(samples, pred_field, eval_key), _outcomes(samples, gt_field, eval_key)
@@ -244,9 +278,14 @@ def tag_for_review(
 ) -> int:
     """Tag the doubtful labels ``tag`` and return how many were tagged.
 
-    Doubtful: confidence below ``confidence_below``, tagged ``mismatch_tag`` by ``verify``, or a
-    false positive under ``eval_key``; with ``gt_field`` and ``eval_key``, missed ground-truth
-    objects (false negatives) are tagged too.
+    Args:
+        samples: a dataset or view.
+        label_field: the ``fo.Detections`` field to review.
+        confidence_below: doubtful below this confidence (None: not a criterion).
+        mismatch_tag: doubtful when ``verify`` tagged it so (None: not a criterion).
+        eval_key: doubtful when a false positive under this evaluation (None: not a criterion).
+        gt_field: with ``eval_key``, also tag missed ground-truth objects (false negatives).
+        tag: the label tag to add.
     """
     conditions = []
     if confidence_below is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,23 +19,19 @@ import torch
 from fiftyone_clip_zeroshot.core.localize import localize_tensor
 from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL, ClipModel
 from fiftyone_clip_zeroshot.core.options import LocalizeOptions, check_prompts
+from fiftyone_clip_zeroshot.labeling.fo_private import declare_fields
 from fiftyone_clip_zeroshot.labeling.jobs import (
     Progress,
     SampleJob,
     check_field_name,
     check_target,
-    declare_fields,
     resolve_model,
     run_job,
 )
 from fiftyone_clip_zeroshot.labeling.labels import heatmap_fields, to_detections, to_heatmap
+from fiftyone_clip_zeroshot.labeling.runs import DetectRun
 
-RUN_KEY_PREFIX = "clip_zeroshot_"
 HEATMAP_FOLDER = "clip-zeroshot-heatmaps"
-
-
-def run_key(label_field: str) -> str:
-    return RUN_KEY_PREFIX + label_field
 
 
 def default_heatmap_root() -> Path:
@@ -74,13 +70,15 @@ class DetectJob(SampleJob):
         self.model = resolve_model(model, device)
         self.run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
         root = Path(heatmap_root) if heatmap_root else default_heatmap_root()
-        self.heatmap_dir = root / _safe(samples._dataset.name) / label_field / self.run_id
+        dataset_name = getattr(samples, "dataset_name", None) or samples.name  # a view, or the dataset itself
+        self.heatmap_dir = root / _safe(dataset_name) / label_field / self.run_id
         self.fields = [self.label_field, *self.heatmap_fields]
         super().__init__()
 
     def start(self) -> None:
-        previous, self._previous_field_dir = _previous_run(self.samples, self.label_field)
-        self._stale = [f for f in previous if f not in self.heatmap_fields]
+        previous = DetectRun.load(self.samples, self.label_field)
+        self._previous_field_dir = previous.field_dir if previous else None
+        self._stale = [f for f in (previous.heatmap_fields if previous else []) if f not in self.heatmap_fields]
         self._old_pngs: list[Path] = []
         self._record_run()
         declare_fields(self.samples, self.field_types)
@@ -103,7 +101,7 @@ class DetectJob(SampleJob):
         pngs = {field: self.heatmap_dir / f"{sample.id}-{field}.png" for field in self.heatmap_fields}
         try:
             for (field, png), result in zip(pngs.items(), results):
-                labels[field] = to_heatmap(result.heatmap, png)
+                labels[field] = to_heatmap(result.heatmap, png, full_at=self.options.confidence_thresh or 1.0)
         except BaseException:
             for png in pngs.values():
                 png.unlink(missing_ok=True)
@@ -111,18 +109,12 @@ class DetectJob(SampleJob):
         return labels
 
     def _record_run(self) -> None:
-        """Record how the labels are made (``dataset.get_run_info(run_key).config``)."""
-        config = self.samples.init_run(
-            label_field=self.label_field,
-            heatmap_fields=self.heatmap_fields,
-            prompts=self.prompts,
-            model=self.model.name,
-            device=str(self.model.device),
-            options=asdict(self.options),
-            run_id=self.run_id,
-            heatmap_dir=str(self.heatmap_dir),
-        )
-        self.samples.register_run(run_key(self.label_field), config, overwrite=True, cleanup=False)
+        """Record how the labels are made, with the values the run used (the model's batch size
+        where the run left it unset)."""
+        options = replace(self.options, batch_size=self.options.batch_size or self.model.batch_size)
+        DetectRun(label_field=self.label_field, prompts=self.prompts, heatmap_fields=self.heatmap_fields,
+                  model=self.model.name, device=str(self.model.device), options=asdict(options),
+                  run_id=self.run_id, heatmap_dir=str(self.heatmap_dir)).save(self.samples)
 
 
 def detect(
@@ -144,7 +136,22 @@ def detect(
 
     Detections of all prompts go to ``label_field``; with ``heatmaps``, one ``fo.Heatmap`` per
     prompt goes to ``<label_field>_heatmap_<prompt>``. Rerunning on the same ``label_field``
-    replaces those labels. ``options`` are ``LocalizeOptions`` fields (window scales, strides, ...).
+    replaces those labels.
+
+    Args:
+        samples: a dataset or view of images (not a patches, frames or clips view).
+        prompts: one prompt or a list, e.g. ``["a red circle", "a butterfly"]``.
+        method: ``"sliding_window"``, ``"occlusion"`` or ``"proposals"`` (see ``localize``).
+        model: a hub id, a local CLIP folder, a packaged name (``"shapes-world"``) or a ``ClipModel``.
+        label_field: where the ``fo.Detections`` go; heatmap fields are named after it.
+        heatmaps: also store one heatmap per prompt (inline when small, else a PNG next to the dataset).
+        confidence_thresh: minimum box confidence (None: the method's measured default).
+        batch_size: crops per forward pass for this run (None: the model's).
+        device: ``"cuda"``, ``"cpu"`` or None (the GPU when there is one); ignored for a ``ClipModel``.
+        skip_failures: leave samples whose image cannot be read without labels, and go on.
+        skip_existing: skip samples that already have ``label_field``.
+        progress: True, False or a callback ``(done, total)``.
+        **options: other ``LocalizeOptions`` fields (window scales, strides, ...).
     """
     job = DetectJob(
         samples, prompts, method=method, model=model, label_field=label_field, heatmaps=heatmaps,
@@ -155,23 +162,14 @@ def detect(
     return job.fields
 
 
-def _previous_run(samples: Any, label_field: str) -> tuple[list[str], Path | None]:
-    """Heatmap fields and PNG folder of the last run on ``label_field`` (to replace them cleanly)."""
-    key = run_key(label_field)
-    if key not in samples._dataset.list_runs():
-        return [], None
-    config = samples._dataset.get_run_info(key).config
-    run_dir = getattr(config, "heatmap_dir", None)
-    return list(getattr(config, "heatmap_fields", None) or []), Path(run_dir).parent if run_dir else None
-
-
 def _png_paths(sample: fo.Sample, fields: list[str], field_dir: Path | None) -> list[Path]:
     """PNG maps that ``sample`` references in ``fields`` and that an earlier run on this label
     field wrote (into a run folder under ``field_dir``); maps a user made are never touched."""
     paths = []
     for field in fields:
         label = sample[field] if sample.has_field(field) else None
-        if field_dir and isinstance(label, fo.Heatmap) and label.map_path and Path(label.map_path).parent.parent == field_dir:
+        ours = isinstance(label, fo.Heatmap) and label.map_path and Path(label.map_path).parent.parent == field_dir
+        if field_dir and ours:
             paths.append(Path(label.map_path))
     return paths
 
@@ -180,4 +178,4 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-__all__ = ["DetectJob", "detect", "default_heatmap_root", "run_key"]
+__all__ = ["DetectJob", "detect", "default_heatmap_root"]

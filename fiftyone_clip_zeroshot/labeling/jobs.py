@@ -21,8 +21,10 @@ import fiftyone as fo
 import fiftyone.core.utils as fou
 import torch
 
+from fiftyone_clip_zeroshot.core.errors import ClipZeroShotError
 from fiftyone_clip_zeroshot.core.images import load_image
 from fiftyone_clip_zeroshot.core.model import ClipModel, load_model
+from fiftyone_clip_zeroshot.labeling.fo_private import is_generated_view
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +34,7 @@ SAVE_EVERY = dict(batching_strategy="latency", batch_size=2.0)  # seconds: a kil
 Progress = bool | Callable[[int, int], None]
 
 
-class LabelingError(ValueError):
+class LabelingError(ClipZeroShotError, ValueError):
     """The run cannot start (bad target, field clash); nothing was written."""
 
 
@@ -141,8 +143,10 @@ def check_target(samples: Any, fields: dict[str, type]) -> None:
             f"only image collections are supported, this one has media type {samples.media_type!r}; "
             "for videos, convert frames to images first (e.g. dataset.to_frames(sample_frames=True))"
         )
-    if samples._is_patches or samples._is_frames or samples._is_clips:
-        raise LabelingError("cannot write labels on a patches/frames/clips view; run on the source dataset or a view of it")
+    if is_generated_view(samples):
+        raise LabelingError(
+            "cannot write labels on a patches/frames/clips view; run on the source dataset or a view of it"
+        )
     schema = samples.get_field_schema()
     for field, label_type in fields.items():
         existing = schema.get(field)
@@ -151,13 +155,6 @@ def check_target(samples: Any, fields: dict[str, type]) -> None:
         document_type = getattr(existing, "document_type", None)
         if document_type is not label_type:
             found = document_type.__name__ if document_type else type(existing).__name__
-            raise LabelingError(f"field {field!r} already holds {found}, not {label_type.__name__}; choose another field")
-
-
-def declare_fields(samples: Any, fields: dict[str, type]) -> None:
-    """Add new label fields to the schema in one step (one at a time costs a schema reload per
-    field, minutes for hundreds of prompts)."""
-    schema = samples._dataset.get_field_schema()
-    missing = {name: fo.EmbeddedDocumentField(kind) for name, kind in fields.items() if name not in schema}
-    if missing:
-        samples._dataset._merge_sample_field_schema(missing)
+            raise LabelingError(
+                f"field {field!r} already holds {found}, not {label_type.__name__}; choose another field"
+            )

@@ -14,32 +14,39 @@ from fiftyone_clip_zeroshot.core.localize import Localization
 INLINE_HEATMAP_CELLS = 64 * 64  # larger maps are written as PNGs next to the dataset
 
 
+def relative_xywh(xyxy: np.ndarray, image_wh: tuple[int, int]) -> list[list[float]]:
+    """Image-px ``(N, 4)`` xyxy boxes → FiftyOne's relative ``[x, y, w, h]`` bounding boxes."""
+    xyxy = np.asarray(xyxy, np.float64).reshape(-1, 4) / np.array([*image_wh, *image_wh])
+    return np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], 1).tolist()
+
+
+def pixel_xyxy(detections: list[fo.Detection], image_wh: tuple[int, int]) -> np.ndarray:
+    """FiftyOne detections' relative ``[x, y, w, h]`` → image-px ``(N, 4)`` xyxy boxes."""
+    xywh = np.array([d.bounding_box for d in detections], np.float64).reshape(-1, 4)
+    return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1) * np.array([*image_wh, *image_wh])
+
+
 def to_detections(results: list[Localization], image_wh: tuple[int, int], method: str) -> fo.Detections:
     """All prompts' boxes in one ``fo.Detections``: label = prompt, relative xywh, ``method`` attribute."""
-    width, height = image_wh
-    detections = []
-    for result in results:
-        dets = result.detections
-        for (x1, y1, x2, y2), confidence in zip(dets.xyxy, dets.confidence):
-            detections.append(
-                fo.Detection(
-                    label=result.prompt,
-                    bounding_box=[x1 / width, y1 / height, (x2 - x1) / width, (y2 - y1) / height],
-                    confidence=float(confidence),
-                    method=method,
-                )
-            )
+    detections = [
+        fo.Detection(label=result.prompt, bounding_box=box, confidence=float(confidence), method=method)
+        for result in results
+        for box, confidence in zip(relative_xywh(result.detections.xyxy, image_wh), result.detections.confidence)
+    ]
     return fo.Detections(detections=detections)
 
 
-def to_heatmap(heatmap: np.ndarray, png_path: Path | None = None) -> fo.Heatmap:
-    """A heatmap with a fixed scale: inline float maps use range [0, 1]; PNG maps store
-    ``round(255 * value)`` and use range [0, 255] (the App reads PNGs as 8-bit)."""
+def to_heatmap(heatmap: np.ndarray, png_path: Path | None = None, full_at: float = 1.0) -> fo.Heatmap:
+    """A heatmap of probabilities with a fixed display scale: the App shows ``full_at`` and above
+    (the run's confidence threshold) in full colour, so maps are visible, and the same value looks
+    the same on every image. Inline float maps hold the probability (range ``[0, full_at]``); PNG
+    maps hold ``round(255 * probability)`` (range ``[0, 255 * full_at]``; the App reads PNGs as 8-bit).
+    """
     if png_path is None or heatmap.size <= INLINE_HEATMAP_CELLS:
-        return fo.Heatmap(map=heatmap.astype(np.float32), range=[0.0, 1.0])
+        return fo.Heatmap(map=heatmap.astype(np.float32), range=[0.0, float(full_at)])
     png_path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.round(np.clip(heatmap, 0, 1) * 255).astype(np.uint8)).save(png_path)
-    return fo.Heatmap(map_path=str(png_path), range=[0, 255])
+    return fo.Heatmap(map_path=str(png_path), range=[0, round(255 * full_at)])
 
 
 def slug(text: str) -> str:

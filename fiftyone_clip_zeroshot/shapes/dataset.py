@@ -6,6 +6,7 @@ from pathlib import Path
 
 import fiftyone as fo
 
+from fiftyone_clip_zeroshot.labeling.labels import relative_xywh
 from fiftyone_clip_zeroshot.shapes.world import CLASSES, render_scene
 
 
@@ -32,8 +33,8 @@ def load_shapes_dataset(
         path = images_dir / f"scene-{seed}-{index:05d}.jpg"
         scene.image.save(path, quality=95)
         detections = [
-            fo.Detection(label=label, bounding_box=[x1 / width, y1 / height, (x2 - x1) / width, (y2 - y1) / height])
-            for label, (x1, y1, x2, y2) in zip(scene.labels, scene.boxes.tolist())
+            fo.Detection(label=label, bounding_box=box)
+            for label, box in zip(scene.labels, relative_xywh(scene.boxes, (width, height)))
         ]
         samples.append(fo.Sample(filepath=str(path), ground_truth=fo.Detections(detections=detections)))
     dataset.add_samples(samples, progress=False)

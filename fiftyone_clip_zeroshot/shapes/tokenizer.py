@@ -16,7 +16,7 @@ from fiftyone_clip_zeroshot.shapes.world import BACKGROUND_CAPTIONS, CAPTION_TEM
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP's reversible map from bytes to printable unicode symbols."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     chars = printable[:]
     extra = 0
     for b in range(256):
@@ -30,7 +30,7 @@ def _bytes_to_unicode() -> dict[int, str]:
 def caption_words(extra: tuple[str, ...] = ()) -> list[str]:
     """Every word the training captions use (plus ``extra`` ones), sorted."""
     phrases = list(CLASSES) + ["shape", "object"]
-    texts = [t.format(c) for t in CAPTION_TEMPLATES for c in phrases] + list(BACKGROUND_CAPTIONS) + list(GENERIC_CAPTIONS)
+    texts = [t.format(c) for t in CAPTION_TEMPLATES for c in phrases] + [*BACKGROUND_CAPTIONS, *GENERIC_CAPTIONS]
     return sorted({w for t in [*texts, *extra] for w in t.lower().split()})
 
 

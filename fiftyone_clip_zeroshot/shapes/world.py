@@ -127,7 +127,8 @@ def _polygon(shape: str, cx: float, cy: float, size: float, angle: float) -> lis
         ]
     elif shape == "cross":
         a, b = r, r * 0.33
-        pts = [(-b, -a), (b, -a), (b, -b), (a, -b), (a, b), (b, b), (b, a), (-b, a), (-b, b), (-a, b), (-a, -b), (-b, -b)]
+        pts = [(-b, -a), (b, -a), (b, -b), (a, -b), (a, b), (b, b),
+               (b, a), (-b, a), (-b, b), (-a, b), (-a, -b), (-b, -b)]
     else:
         raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
     ca, sa = math.cos(angle), math.sin(angle)
@@ -138,7 +139,9 @@ def _jitter(rng: np.random.Generator, rgb: tuple[int, int, int], amount: int = 2
     return tuple(int(np.clip(c + rng.integers(-amount, amount + 1), 0, 255)) for c in rgb)
 
 
-def _draw_object(rng: np.random.Generator, img: Image.Image, label: str, cx: float, cy: float, size: float) -> np.ndarray:
+def _draw_object(
+    rng: np.random.Generator, img: Image.Image, label: str, cx: float, cy: float, size: float
+) -> np.ndarray:
     """Draw ``label`` ("colour shape") centred at (cx, cy); returns its visible xyxy box."""
     color_name, shape = label.split(" ")
     pts = _polygon(shape, cx, cy, size, rng.uniform(0, 2 * math.pi))
@@ -325,11 +328,13 @@ class WindowCrop:
     names: tuple[str, ...]
 
 
-def render_window_crops(seed: int, index: int, size: int = 64, count: int = 8) -> list[WindowCrop]:
+def render_window_crops(
+    seed: int, index: int, size: int = 64, count: int = 8, framed: float = 0.5
+) -> list[WindowCrop]:
     """``count`` windows of one scene (``render_scene``), resized to ``size`` px.
 
-    Half are random windows of 0.12–0.8 of the scene's shorter side, half frame one shape with
-    some context. A shape counts as shown when at least half of its box is inside the window
+    A share ``framed`` of them frame one shape with some context, the rest are random windows of
+    0.12–0.8 of the scene's shorter side. A shape counts as shown when at least half of its box is inside the window
     and it spans at least a tenth of the window, as people caption photos: half a cat is "a cat".
     """
     scene = render_scene(seed, index, 384, 288, max_objects=6, min_objects=1, sizes=(24, 200))
@@ -337,7 +342,7 @@ def render_window_crops(seed: int, index: int, size: int = 64, count: int = 8) -
     width, height = scene.image.size
     crops = []
     for k in range(count):
-        if k % 2 == 0 or not len(scene.boxes):
+        if k >= round(framed * count) or not len(scene.boxes):
             side = float(np.exp(rng.uniform(np.log(0.12), np.log(0.8)))) * min(width, height)
             x, y = rng.uniform(0, width - side), rng.uniform(0, height - side)
         else:
@@ -404,13 +409,14 @@ def render_hard_scene(seed: int, index: int, width: int = 512, height: int = 384
     labels: list[str] = []
     areas: list[int] = []
     repeat = CLASSES[int(rng.integers(len(CLASSES)))]
-    for k in range(int(rng.integers(1, max_objects + 1))):
+    for _ in range(int(rng.integers(1, max_objects + 1))):
         label = repeat if rng.random() < 0.3 else CLASSES[int(rng.integers(len(CLASSES)))]
         for _attempt in range(20):
             size = float(np.exp(rng.uniform(np.log(30), np.log(0.6 * min(width, height)))))
             cx, cy = rng.uniform(size * 0.3, width - size * 0.3), rng.uniform(size * 0.3, height - size * 0.3)
             mask_img = Image.new("L", (width, height), 0)
-            ImageDraw.Draw(mask_img).polygon(_polygon(label.split(" ")[1], cx, cy, size, rng.uniform(0, 2 * math.pi)), fill=255)
+            outline = _polygon(label.split(" ")[1], cx, cy, size, rng.uniform(0, 2 * math.pi))
+            ImageDraw.Draw(mask_img).polygon(outline, fill=255)
             mask = np.asarray(mask_img) > 127
             if not mask.any():
                 continue

@@ -1,9 +1,10 @@
 """Sliding window: square windows at several scales, each scored by CLIP as a whole image.
 
-The heatmap is the scale-averaged mean probability of the windows covering each cell, each
-window crediting only its central half. Candidate boxes are region proposals, which the heatmap
-gates; with ``proposals=False``, the confident windows of each prompt fused into one box per
-group (``boxes.fuse_windows``).
+The windows' map is the scale-averaged mean probability of the windows covering each cell, each
+window crediting only its central half; it gates which prompt a box may take. Candidate boxes are
+region proposals, and the heatmap is the windows' map sharpened by the proposals' map
+(``proposals.sharpen``); with ``proposals=False``, the heatmap is the windows' map and the boxes
+are the confident windows of each prompt fused into one box per group (``boxes.fuse_windows``).
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import numpy as np
 import torch
 
 from fiftyone_clip_zeroshot.core.boxes import fuse_windows
+from fiftyone_clip_zeroshot.core.localizers import proposals
 from fiftyone_clip_zeroshot.core.localizers.evidence import Evidence
-from fiftyone_clip_zeroshot.core.regions import region_proposals
-from fiftyone_clip_zeroshot.core.windows import WindowGrid, coverage_mean
+from fiftyone_clip_zeroshot.core.windows import WindowGrid, coverage_mean, window_centres
 
 if TYPE_CHECKING:
     from fiftyone_clip_zeroshot.core.options import LocalizeOptions
@@ -31,7 +32,7 @@ def localize(pixels: torch.Tensor, scorer: PromptScorer, opts: LocalizeOptions, 
     scales = score_windows(pixels, scorer, opts.window_scales, opts.window_stride)
     heat = torch.stack([coverage_mean(window_centres(b), p, image_hw, heat_hw) for b, p in scales]).mean(0)
     if opts.proposals:
-        return Evidence(heat, region_proposals(pixels))
+        return proposals.sharpen(heat, heat, proposals.localize(pixels, scorer, opts, heat_hw))
     boxes, probs = np.concatenate([b for b, _ in scales]), torch.cat([p for _, p in scales]).cpu().numpy()
     fused = [fuse_windows(boxes, probs[:, p], p, "", opts).xyxy for p in range(scorer.count)]
     return Evidence(heat, np.concatenate(fused).astype(np.float64))
@@ -54,12 +55,3 @@ def score_windows(
         embeddings = scorer.encode(len(grid), lambda idx, grid=grid, resized=resized: grid.crops(resized, idx))
         out.append((grid.boxes, scorer(embeddings)))
     return out
-
-
-def window_centres(boxes: np.ndarray, keep: float = 0.5) -> np.ndarray:
-    """The middle ``keep`` of each window. A window that shows an object shows it around its
-    centre, so crediting only the centre keeps heatmaps from smearing a window's score over its
-    background (a strip along the image border, where no window is centred, stays at 0)."""
-    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
-    half = (boxes[:, 2:] - boxes[:, :2]) * keep / 2
-    return np.concatenate([centre - half, centre + half], 1)

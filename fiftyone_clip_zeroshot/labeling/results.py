@@ -10,7 +10,7 @@ from typing import Any
 import fiftyone as fo
 from fiftyone import ViewField as F
 
-from fiftyone_clip_zeroshot.labeling.detect import run_key
+from fiftyone_clip_zeroshot.labeling.runs import DetectRun, plugin_fields
 
 
 @dataclass
@@ -25,32 +25,19 @@ class PromptStats:
 
 
 def detection_fields(samples: fo.core.collections.SampleCollection) -> list[str]:
-    """The collection's ``fo.Detections`` fields, those written by this plugin first."""
-    fields = list(samples.get_field_schema(embedded_doc_type=fo.Detections))
-    runs = set(samples._dataset.list_runs())
-    return sorted(fields, key=lambda name: (run_key(name) not in runs, name))
-
-
-def run_parameters(samples: fo.core.collections.SampleCollection, label_field: str) -> dict[str, Any] | None:
-    """The parameters of the ``detect`` run that wrote ``label_field`` (None if none did)."""
-    key = run_key(label_field)
-    if key not in samples._dataset.list_runs():
-        return None
-    config = samples._dataset.get_run_info(key).config.serialize()
-    return {k: v for k, v in config.items() if k not in ("cls", "type", "method")}
-
-
-def _heatmap_fields(params: dict[str, Any]) -> dict[str, str]:
-    """Prompt → heatmap field, from a ``detect`` run's parameters."""
-    return dict(zip(params.get("prompts") or [], params.get("heatmap_fields") or []))
+    """The collection's ``fo.Detections`` fields: those written by this plugin first, newest run
+    first (``plugin_fields``), then the others by name."""
+    fields = sorted(samples.get_field_schema(embedded_doc_type=fo.Detections))
+    ours = plugin_fields(samples)
+    return [*ours, *(name for name in fields if name not in ours)]
 
 
 def prompt_stats(samples: fo.core.collections.SampleCollection, label_field: str) -> list[PromptStats]:
     """Counts and confidences per label of ``label_field``, in the order the run prompted them."""
     labels = samples.values(f"{label_field}.detections.label")
     confidences = samples.values(f"{label_field}.detections.confidence")
-    params = run_parameters(samples, label_field) or {}
-    prompts, heatmaps = list(params.get("prompts") or []), _heatmap_fields(params)
+    run = DetectRun.load(samples, label_field)
+    prompts, heatmaps = (run.prompts, run.heatmap_of) if run else ([], {})
     found = sorted({label for sample in labels for label in sample or []} - set(prompts))
     stats = {p: PromptStats(p, 0, 0, heatmap_field=heatmaps.get(p)) for p in [*prompts, *found]}
     for sample_labels, sample_confidences in zip(labels, confidences):
@@ -73,7 +60,8 @@ def confidence_view(
 
 def fields_to_show(samples: fo.core.collections.SampleCollection, label_field: str, prompt: str) -> list[str]:
     """The detections field plus ``prompt``'s heatmap field (other heatmaps hidden)."""
-    heatmap = _heatmap_fields(run_parameters(samples, label_field) or {}).get(prompt)
+    run = DetectRun.load(samples, label_field)
+    heatmap = run.heatmap_of.get(prompt) if run else None
     return [label_field, *([heatmap] if heatmap else [])]
 
 

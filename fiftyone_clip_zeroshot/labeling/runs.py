@@ -1,0 +1,70 @@
+"""The record a ``detect`` run keeps with its dataset (a FiftyOne run), and its one reader and writer."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import fiftyone as fo
+
+RUN_KEY_PREFIX = "clip_zeroshot_"
+
+
+def run_key(label_field: str) -> str:
+    """The FiftyOne run key under which the run that wrote ``label_field`` is recorded."""
+    return RUN_KEY_PREFIX + label_field
+
+
+@dataclass
+class DetectRun:
+    """What the last ``detect`` run on ``label_field`` did: its prompts and the heatmap field of
+    each, the model and device, the resolved ``LocalizeOptions`` (as a dict) and where its PNG
+    heatmaps went. Stored as ``dataset.get_run_info(run_key(label_field)).config``."""
+
+    label_field: str
+    prompts: list[str]
+    heatmap_fields: list[str]
+    model: str
+    device: str
+    options: dict[str, Any]
+    run_id: str
+    heatmap_dir: str | None = None
+
+    @property
+    def method(self) -> str | None:
+        return self.options.get("method")
+
+    @property
+    def heatmap_of(self) -> dict[str, str]:
+        """Prompt → its heatmap field (empty when the run stored no heatmaps)."""
+        return dict(zip(self.prompts, self.heatmap_fields))
+
+    @property
+    def field_dir(self) -> Path | None:
+        """The folder holding this label field's run folders of PNG heatmaps."""
+        return Path(self.heatmap_dir).parent if self.heatmap_dir else None
+
+    def save(self, samples: fo.core.collections.SampleCollection) -> None:
+        """Record this run on the samples' dataset, replacing the previous record of its field."""
+        config = samples.init_run(method=self.method, **asdict(self))
+        samples.register_run(run_key(self.label_field), config, overwrite=True, cleanup=False)
+
+    @classmethod
+    def load(cls, samples: fo.core.collections.SampleCollection, label_field: str) -> DetectRun | None:
+        """The record of the run that wrote ``label_field``; None if no ``detect`` run did."""
+        key = run_key(label_field)
+        if not samples.has_run(key):
+            return None
+        config = samples.get_run_info(key).config
+        values = {f.name: getattr(config, f.name, None) for f in fields(cls)}
+        return cls(**{**values, "prompts": list(values["prompts"] or []),
+                      "heatmap_fields": list(values["heatmap_fields"] or []), "options": dict(values["options"] or {})})
+
+
+def plugin_fields(samples: fo.core.collections.SampleCollection) -> list[str]:
+    """The ``fo.Detections`` fields a ``detect`` run wrote, newest run first."""
+    schema = samples.get_field_schema(embedded_doc_type=fo.Detections)
+    runs = set(samples.list_runs())
+    ours = [name for name in schema if run_key(name) in runs]
+    return sorted(ours, key=lambda name: samples.get_run_info(run_key(name)).timestamp, reverse=True)
