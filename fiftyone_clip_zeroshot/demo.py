@@ -17,6 +17,7 @@ from pathlib import Path
 import fiftyone as fo
 
 import fiftyone_clip_zeroshot as fz
+from fiftyone_clip_zeroshot.labeling.detect import default_heatmap_root
 from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
 
 DATASET = "clip-zeroshot-demo"
@@ -28,6 +29,7 @@ def run(samples: int, method: str, images_dir: Path) -> fo.Dataset:
     start = time.perf_counter()
     dataset = load_shapes_dataset(DATASET, samples, images_dir, seed=DEMO_SEED, classes=PROMPTS, persistent=True)
     print(f"dataset {DATASET!r}: {len(dataset)} shapes-world scenes in {images_dir}")
+    print(f"FiftyOne database: {fo.config.database_dir}; heatmap PNGs: {default_heatmap_root()}")
     model = fz.load_model("shapes-world")
     fields = fz.detect(dataset, list(PROMPTS), method=method, model=model, label_field="clip_detections")
     elapsed = time.perf_counter() - start
