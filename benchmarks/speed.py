@@ -3,12 +3,19 @@
     python benchmarks/speed.py                 # GPU: 5184x3456, 256-px patches, 6x6-patch windows
     python benchmarks/speed.py --device cpu    # CPU: 1296x864, 64-px patches (same window grid)
     python benchmarks/speed.py --smoke         # seconds-long run for CI
+    python benchmarks/speed.py --methods       # every method at its defaults: encoder work and s/image
 
 The model is a randomly initialised ViT-B/32 CLIP (weights do not change speed; none can be
 downloaded here). ``reference`` re-implements the well-known per-window loop (Pinecone's
 "zero-shot object detection with CLIP"): CLIPProcessor per window, a full CLIP forward per
 window and prompt, batch 1. ``limit`` is ``get_image_features`` on ready-made tensors at the
 best batch size. ``detect()`` runs through FiftyOne over JPEGs on disk, decoding included.
+
+``--methods`` times every localizer at its default options (one run each) on 640x480 and
+5184x3456 scenes with a random ViT-B/32 CLIP, and on 640x480 with ViT-B/16, and counts the
+encoder's work as 224-px forwards (tokens through the vision tower / tokens of one 224-px
+crop), verification crops included. Both models see 224-px crops, so the counts are the same
+for both; only the time per forward differs.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import torch
 from PIL import Image
 
 from fiftyone_clip_zeroshot import load_model, localize
+from fiftyone_clip_zeroshot.core.localizers import METHODS
 from fiftyone_clip_zeroshot.core.model import ClipModel, default_device
 from fiftyone_clip_zeroshot.core.windows import WindowGrid
 from fiftyone_clip_zeroshot.shapes.world import CLASSES, render_scene
@@ -32,19 +40,21 @@ from fiftyone_clip_zeroshot.shapes.world import CLASSES, render_scene
 PROMPT_POOL = [f"a photo of a {c}" for c in CLASSES]
 
 
-def random_vit_b32(device: torch.device) -> tuple[ClipModel, object]:
-    """A ViT-B/32-shaped CLIP with random weights, plus a CLIPProcessor for the reference loop."""
+def random_vit_b32(device: torch.device, patch: int = 32) -> tuple[ClipModel, object]:
+    """A ViT-B/32-shaped CLIP (B/16 with ``patch=16``) with random weights, plus a CLIPProcessor
+    for the reference loop."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
     tiny = load_model("shapes-world", device="cpu")  # only for its tokenizer
     torch.manual_seed(0)
     config = CLIPConfig()
+    config.vision_config.patch_size = patch
     config.text_config.vocab_size = len(tiny.tokenizer)
     config.text_config.eos_token_id = tiny.tokenizer.eos_token_id
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     model = CLIPModel(config).to(device, dtype).eval()
     processor = CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=tiny.tokenizer)
-    clip = ClipModel("random ViT-B/32", model, tiny.tokenizer, 224, tuple(processor.image_processor.image_mean),
+    clip = ClipModel(f"random ViT-B/{patch}", model, tiny.tokenizer, 224, tuple(processor.image_processor.image_mean),
                      tuple(processor.image_processor.image_std), device, dtype, batch_size=512)
     return clip, processor
 
@@ -134,6 +144,49 @@ def dataset_rate(image: Image.Image, count: int, prompts: list[str], clip: ClipM
     return count / elapsed
 
 
+class EncoderMeter:
+    """Counts the vision tower's work as 224-px forwards: every batch's tokens over one crop's."""
+
+    def __init__(self, clip: ClipModel):
+        vision = clip.model.vision_model
+        self.per_crop = (clip.image_size // vision.config.patch_size) ** 2 + 1
+        self.tokens = 0
+        vision.embeddings.register_forward_hook(self._count)
+
+    def _count(self, module, inputs, output) -> None:
+        self.tokens += output.shape[0] * output.shape[1]
+
+    @property
+    def forwards(self) -> float:
+        return self.tokens / self.per_crop
+
+
+def method_costs(device: torch.device, prompt_counts: list[int]) -> None:
+    """Every method at its defaults, per image: 224-px forwards and seconds (``--methods``)."""
+    header = (f"{'model':<16} {'image':<10} {'method':<15} {'prompts':>7} {'forwards':>9} {'s/image':>9} "
+              f"{'÷ sliding (forwards/time)':>26}")
+    print(header)
+    print("-" * len(header))
+    for patch, sizes in ((32, ((640, 480), (5184, 3456))), (16, ((640, 480),))):
+        clip, _ = random_vit_b32(device, patch)
+        meter = EncoderMeter(clip)
+        localize(render_scene(0, 0, 320, 240).image, PROMPT_POOL[:1], clip)  # warm-up
+        for width, height in sizes:
+            image = render_scene(0, 0, width, height).image
+            for method in METHODS:  # sliding_window first: the others are compared with it
+                for n in prompt_counts if method == "dense" else prompt_counts[:1]:
+                    meter.tokens = 0
+                    start = time.perf_counter()
+                    localize(image, PROMPT_POOL[:n], clip, method=method)
+                    _sync(clip.device)
+                    seconds, forwards = time.perf_counter() - start, meter.forwards
+                    if method == "sliding_window":
+                        sliding = (forwards, seconds)
+                    ratio = f"{sliding[0] / forwards:.1f}x / {sliding[1] / seconds:.1f}x"
+                    print(f"{clip.name:<16} {width}x{height:<5} {method:<15} {n:>7} {forwards:>9.0f} {seconds:>9.2f} "
+                          f"{ratio:>26}", flush=True)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -145,9 +198,18 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny image, 1 prompt count, shapes-world model")
     parser.add_argument("--images", type=int, default=None, help="JPEGs for the detect() row")
     parser.add_argument("--prompts", type=int, nargs="+", default=None)
+    parser.add_argument("--methods", action="store_true", help="every method at its defaults (see above)")
     args = parser.parse_args()
 
     device = torch.device(args.device) if args.device else default_device()
+    if args.methods:
+        print(f"# methods at their defaults — {date.today()}, "
+              f"{torch.cuda.get_device_name() if device.type == 'cuda' else platform.processor() or 'CPU'} "
+              f"({torch.get_num_threads()} threads), torch {torch.__version__}")
+        print("# forwards: 224-px encoder forwards per image, verification crops included; "
+              "÷ sliding: forwards/time of sliding_window on the same image\n")
+        method_costs(device, args.prompts or [1, 10])
+        return
     gpu = device.type == "cuda"
     if args.smoke:
         width, height, patch, counts, images = 384, 256, 32, [1], 2

@@ -17,6 +17,7 @@ from pathlib import Path
 import fiftyone as fo
 
 import fiftyone_clip_zeroshot as fz
+from fiftyone_clip_zeroshot.core.localizers import METHODS
 from fiftyone_clip_zeroshot.labeling.detect import default_heatmap_root
 from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
 
@@ -52,7 +53,7 @@ def run(samples: int, method: str, images_dir: Path) -> fo.Dataset:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=24)
-    parser.add_argument("--method", choices=("sliding_window", "occlusion"), default="sliding_window")
+    parser.add_argument("--method", choices=METHODS, default=METHODS[0])
     parser.add_argument("--images-dir", type=Path, default=Path("demo-data"))
     parser.add_argument("--launch", action="store_true", help="open the FiftyOne App when done")
     args = parser.parse_args()

@@ -141,7 +141,7 @@ def test_curation_operators_run_from_the_plugin(scenes, plugin_dir):
     assert all(d.clip_label for d in scenes.values("auto.detections", unwind=True))
     mismatched = scenes.count_label_tags("auto").get(MISMATCH_TAG, 0)
     foo.execute_operator("@clip-zeroshot/fiftyone-clip-zeroshot/classify_images",
-                         ctx=dict(view=scenes.limit(3), params=dict(run, classes=list(CLASSES), label_field="kind",
+                         ctx=dict(view=scenes.limit(3), params=dict(run, classes=", ".join(CLASSES), label_field="kind",
                                                                   view_target="CURRENT_VIEW"))
                          ).raise_exceptions()
     assert scenes.count("kind") == 3

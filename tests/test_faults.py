@@ -237,6 +237,13 @@ def test_patches_view_is_refused(shapes_model, tmp_path):
         fz.detect(dataset.to_patches("gt"), PROMPTS, model=shapes_model, progress=False)
 
 
+def test_an_empty_target_is_refused(shapes_model, tmp_path):
+    dataset = _dataset("empty-target", _jpegs(tmp_path, 1))
+    with pytest.raises(LabelingError, match="the target has no samples"):
+        fz.detect(dataset.select([]), PROMPTS, model=shapes_model, label_field="clip", progress=False)
+    assert not dataset.has_field("clip")
+
+
 def test_heatmap_field_of_another_type_is_refused(shapes_model, tmp_path):
     dataset = _dataset("heatmap-clash", _jpegs(tmp_path, 1))
     dataset.set_values("clip_heatmap_red_circle", [fo.Classification(label="x")])

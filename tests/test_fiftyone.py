@@ -18,6 +18,7 @@ from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPTS = ["red circle", "blue square"]
+TYPED = ", ".join(PROMPTS)  # as the operator form sends them: one text
 OPERATOR = "@clip-zeroshot/fiftyone-clip-zeroshot/detect"
 FAST = dict(window_scales=(0.2, 0.4), window_stride=0.5)  # few windows: these tests check plumbing
 
@@ -97,7 +98,7 @@ def test_plugin_is_discovered_and_operator_runs_on_selected_samples(dataset, plu
         ctx=dict(
             view=dataset.view(),
             selected=selected,
-            params=dict(prompts=PROMPTS, model="shapes-world", label_field="op", view_target="SELECTED_SAMPLES",
+            params=dict(prompts=TYPED, model="shapes-world", label_field="op", view_target="SELECTED_SAMPLES",
                         confidence_thresh=0.0, device="cpu", delegate=False),
         ),
     )
@@ -107,7 +108,7 @@ def test_plugin_is_discovered_and_operator_runs_on_selected_samples(dataset, plu
 
 
 def test_operator_reports_bad_params_as_a_readable_error(dataset, plugin_dir):
-    params = dict(prompts=[" "], label_field="clip", model="shapes-world", delegate=False)
+    params = dict(prompts=" , ", label_field="clip", model="shapes-world", delegate=False)
     with pytest.raises(ExecutionError, match="prompts must be a non-empty list of non-blank strings"):
         foo.execute_operator(OPERATOR, ctx=dict(view=dataset.view(), params=params))
     assert not dataset.has_field("clip")
@@ -119,8 +120,9 @@ def test_delegated_run_is_queued_then_completes(dataset, plugin_dir, monkeypatch
 
     result = foo.execute_operator(
         OPERATOR,
-        ctx=dict(view=dataset.view(), params=dict(prompts=PROMPTS, model="shapes-world", label_field="queued",
-                                                  view_target="DATASET", device="cpu", delegate=True)),
+        ctx=dict(view=dataset.view(), params=dict(prompts="\n".join(PROMPTS), model="shapes-world",
+                                                  label_field="queued", view_target="DATASET", device="cpu",
+                                                  delegate=True)),
     )
     result.raise_exceptions()
     assert not dataset.has_field("queued")
@@ -139,7 +141,7 @@ def test_operator_lists_failed_samples_in_its_result(dataset, plugin_dir, monkey
 
     broken = dataset.first()
     Path(broken.filepath).write_bytes(b"not an image")
-    params = dict(prompts=PROMPTS, model="shapes-world", label_field="op", view_target="DATASET", device="cpu",
+    params = dict(prompts=TYPED, model="shapes-world", label_field="op", view_target="DATASET", device="cpu",
                   delegate=True, heatmaps=False)
     foo.execute_operator(OPERATOR, ctx=dict(view=dataset.view(), params=params)).raise_exceptions()
     service = DelegatedOperationService()

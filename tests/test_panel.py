@@ -16,7 +16,8 @@ from fiftyone_clip_zeroshot.labeling.results import (
 from fiftyone_clip_zeroshot.labeling.runs import DetectRun, plugin_fields
 from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
 
-PANEL = "@clip-zeroshot/fiftyone-clip-zeroshot/clip_zeroshot_panel"
+PLUGIN = "@clip-zeroshot/fiftyone-clip-zeroshot"
+PANEL, DETECT, OPEN_PANEL = f"{PLUGIN}/clip_zeroshot_panel", f"{PLUGIN}/detect", f"{PLUGIN}/open_panel"
 PROMPTS = ["yellow circle", "purple circle", "red star"]
 FAST = dict(window_scales=(0.25, 0.5), window_stride=0.5)
 
@@ -64,22 +65,52 @@ def _call(dataset, method, state, selected=None, **params):
     return result
 
 
+def _requested_run(result) -> dict:
+    """The detect run a panel handler asked the App to start (``ctx.prompt`` without a form)."""
+    requests = result.to_json()["executor"]["requests"]
+    prompts = [r["params"] for r in requests if r["operator_uri"] == "prompt_user_for_operation"]
+    assert len(prompts) == 1 and prompts[0]["operator_uri"] == DETECT and prompts[0]["skip_prompt"]
+    return prompts[0]
+
+
 def test_panel_is_registered_and_its_handlers_run_tag_and_filter(labelled, plugin_dir, tmp_root):
-    assert PANEL in [op.uri for op in foo.list_operators()]
+    uris = [op.uri for op in foo.list_operators()]
+    assert PANEL in uris and OPEN_PANEL in uris
+    assert OPEN_PANEL not in [op.uri for op in foo.list_operators(type="panel")]  # listed as an operator
     dataset = load_shapes_dataset("panel-run", 4, tmp_root / "images" / "panel-run", seed=3, width=320, height=240)
     selected = dataset.take(2, seed=0).values("id")
-    state = dict(prompts=["yellow circle"], method="sliding_window", model="shapes-world", target="SELECTED_SAMPLES",
-                 label_field="panel_clip", inspect_field="panel_clip", threshold=0.2, slider=0.7, direction="above")
+    state = dict(prompts="yellow circle,\n purple circle, yellow circle", method="sliding_window", model="shapes-world",
+                 target="SELECTED_SAMPLES", label_field="panel_clip", inspect_field="panel_clip", threshold=0.2,
+                 slider=0.7, direction="above")
     _call(dataset, "on_load", dict(state, inspect_field=None), selected)
-    _call(dataset, "on_run", state, selected)
+    run = _requested_run(_call(dataset, "on_run", state, selected))
+    assert run["params"]["prompts"] == "yellow circle, purple circle"  # checked, in the order typed
+    assert run["params"]["delegate"] is False and run["params"]["view_target"] == "SELECTED_SAMPLES"
+    assert not dataset.has_field("panel_clip")  # the panel only asks; the operator does the work
+    executed = foo.execute_operator(DETECT, ctx=dict(view=dataset.view(), selected=selected, params=run["params"]))
+    executed.raise_exceptions()
     assert sorted(dataset.exists("panel_clip").values("id")) == sorted(selected)
+    assert DetectRun.load(dataset, "panel_clip").prompts == ["yellow circle", "purple circle"]
+    done = _call(dataset, run["on_success"].split("#")[1], state, result=None, original_params=run["params"])
+    assert "panel_clip" in str(done.to_json())  # the summary shows the new field
     confidences = dataset.values("panel_clip.detections.confidence", unwind=True)
     _call(dataset, "on_tag", state)
     tagged = [d for d in dataset.values("panel_clip.detections", unwind=True) if REVIEW_TAG in d.tags]
     assert len(tagged) == sum(c < 0.7 for c in confidences)
-    for method in ("on_slider", "on_change_selected", "on_clear"):
+    for method in ("on_slider", "on_change_selected", "on_clear", "on_prompts"):
         _call(dataset, method, state)
     _call(dataset, "on_show_heatmap", state, prompt="yellow circle")
-    _call(dataset, "on_run", dict(state, prompts=[]))  # refused in the panel's status line, nothing written
+    _call(dataset, run["on_error"].split("#")[1], state, error="Traceback ...\nValueError: no such model")
+    refused = _call(dataset, "on_run", dict(state, prompts=" , \n"))  # refused in the panel's status line
+    assert not refused.to_json()["executor"]["requests"] or all(
+        r["operator_uri"] != "prompt_user_for_operation" for r in refused.to_json()["executor"]["requests"])
     assert sorted(dataset.exists("panel_clip").values("id")) == sorted(selected)
+    dataset.delete()
+
+
+def test_large_targets_are_delegated(plugin_dir, tmp_root):
+    dataset = load_shapes_dataset("panel-big", 30, tmp_root / "images" / "panel-big", seed=4, width=64, height=48)
+    state = dict(prompts="red star", model="shapes-world", target="DATASET", label_field="big")
+    run = _requested_run(_call(dataset, "on_run", state))
+    assert run["params"]["delegate"] is True and run["params"]["view_target"] == "DATASET"
     dataset.delete()

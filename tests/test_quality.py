@@ -3,7 +3,8 @@
 The shipped ``shapes-world`` CLIP keeps at least the numbers it had before region proposals
 (sliding window 0.672, occlusion 0.383, heatmap peak 0.967); every model of the test panel,
 trained by other recipes (``scripts/train_shapes_clip.py``), must meet the same floors with the
-same defaults.
+same defaults. The dense localizer's mAP floor is the issue's 0.45 on the shipped model; on the
+others, whose patch tokens know little (``benchmarks/dense_maps.py``), it keeps what they reached.
 """
 
 import numpy as np
@@ -14,6 +15,7 @@ from fiftyone_clip_zeroshot.shapes.evaluate import evaluate, held_out_scenes
 
 SCENES = held_out_scenes(40)
 PANEL = ["shapes-world", "shapes-single-object", "shapes-alt-text"]
+DENSE_MAP50 = {"shapes-world": 0.45, "shapes-single-object": 0.10, "shapes-alt-text": 0.35}
 
 
 @pytest.fixture(scope="module", params=PANEL)
@@ -36,6 +38,11 @@ def proposals(model):
     return evaluate(model, SCENES, "proposals")
 
 
+@pytest.fixture(scope="module")
+def dense(model):
+    return evaluate(model, SCENES, "dense")
+
+
 def test_sliding_window_map50(sliding, model):
     assert sliding.map50 >= (0.672 if model.name == "shapes-world" else 0.55), sliding
 
@@ -48,7 +55,11 @@ def test_proposals_map50(proposals):
     assert proposals.map50 >= 0.55, proposals
 
 
-@pytest.mark.parametrize("method", ["sliding", "occlusion", "proposals"])
+def test_dense_map50(dense, model):
+    assert dense.map50 >= DENSE_MAP50[model.name], dense
+
+
+@pytest.mark.parametrize("method", ["sliding", "occlusion", "proposals", "dense"])
 def test_absent_prompts_draw_no_box(method, model, request):
     quality = request.getfixturevalue(method)
     assert quality.absent_prompt_fp_rate <= 0.02, quality
@@ -56,7 +67,7 @@ def test_absent_prompts_draw_no_box(method, model, request):
         assert quality.absent_scene_fp_rate <= 0.10, quality
 
 
-@pytest.mark.parametrize("method", ["sliding", "occlusion", "proposals"])
+@pytest.mark.parametrize("method", ["sliding", "occlusion", "proposals", "dense"])
 def test_heatmap_peak_lies_on_the_object(method, model, request):
     quality = request.getfixturevalue(method)
     assert quality.peak_in_box >= (0.96 if model.name == "shapes-world" and method == "sliding" else 0.85), quality

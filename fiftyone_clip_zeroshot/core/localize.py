@@ -55,8 +55,9 @@ def localize(
         model: a ``ClipModel`` from ``load_model``.
         method: ``"sliding_window"`` (windows at several scales give the heatmap and decide
             which prompt a box may take), ``"occlusion"`` (hide patches of context windows; where
-            hiding drops the score most is the object) or ``"proposals"`` (class-agnostic regions
-            read by CLIP as crops). Boxes are region proposals unless ``proposals=False``.
+            hiding drops the score most is the object), ``"proposals"`` (class-agnostic regions
+            read by CLIP as crops) or ``"dense"`` (CLIP's patch tokens, one forward per tile,
+            give the map). Boxes are region proposals unless ``proposals=False``.
         **options: ``LocalizeOptions`` fields (``confidence_thresh``, ``batch_size``, ...).
     """
     prompts = check_prompts(prompts)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from fiftyone_clip_zeroshot.core.errors import ClipZeroShotError
 from fiftyone_clip_zeroshot.core.localizers import METHODS
+from fiftyone_clip_zeroshot.core.localizers.dense import ATTENTION
 
-DEFAULT_THRESH = {"sliding_window": 0.6, "occlusion": 0.5, "proposals": 0.6}  # benchmarks/quality.py --panel
+# measured with benchmarks/quality.py --panel
+DEFAULT_THRESH = {"sliding_window": 0.6, "occlusion": 0.5, "proposals": 0.6, "dense": 0.6}
 FILLS = ("mean", "black", "gray")
 
 
@@ -36,6 +39,10 @@ class LocalizeOptions:
     max_detections: int = 10
     nms_iou: float = 0.5
     merge_overlap: float = 0.4
+    dense_attention: str = "naclip"  # the dense localizer's last block: "naclip" or "clearclip"
+    dense_tile: float = 0.3  # dense tiles: side (fraction of the shorter side) and step (of the tile)
+    dense_stride: float = 0.5
+    dense_upscale: float = 1.0  # tile input size, x the model's (position embeddings interpolated)
     verify_margins: tuple[float, ...] = (0.0, 0.1, 0.2)
     negative_prompts: tuple[str, ...] = ("a photo of background", "a photo of an object")
     proposals: bool = True  # candidates: class-agnostic region proposals (core.regions), else the method's own boxes
@@ -68,7 +75,8 @@ class LocalizeOptions:
             scales = getattr(self, name)
             check(len(scales) > 0 and all(0 < s <= 1 for s in scales),
                   f"{name} must be fractions of the shorter image side in (0, 1], got {scales}")
-        for name in ("window_stride", "context_stride", "occluder_size", "occluder_stride"):
+        for name in ("window_stride", "context_stride", "occluder_size", "occluder_stride", "dense_tile",
+                     "dense_stride"):
             value = getattr(self, name)
             check(0 < value <= 1, f"{name} must be in (0, 1] (a fraction of its window), got {value}")
         check(all(0 <= m <= 2 for m in self.verify_margins),
@@ -76,6 +84,9 @@ class LocalizeOptions:
         for name in ("confidence_thresh", "nms_iou", "merge_overlap"):
             value = getattr(self, name)
             check(value is None or 0 <= value <= 1, f"{name} must be in [0, 1], got {value}")
+        check(self.dense_attention in ATTENTION,
+              f"dense_attention must be one of {ATTENTION}, got {self.dense_attention!r}")
+        check(0.25 <= self.dense_upscale <= 8, f"dense_upscale must be in [0.25, 8], got {self.dense_upscale}")
         check(self.occluder_fill in FILLS, f"occluder_fill must be one of {FILLS}, got {self.occluder_fill!r}")
         check(self.max_detections >= 1, f"max_detections must be >= 1, got {self.max_detections}")
         check(self.heatmap_size >= 8, f"heatmap_size must be >= 8, got {self.heatmap_size}")
@@ -88,6 +99,22 @@ def check_method(method: str) -> str:
     if method not in METHODS:
         raise OptionsError(f"method must be one of {METHODS}, got {method!r}")
     return method
+
+
+def thresholds_text() -> str:
+    """Each method's default threshold, for forms: "sliding window 0.6, occlusion 0.5, ..."."""
+    return ", ".join(f"{method.replace('_', ' ')} {thresh}" for method, thresh in DEFAULT_THRESH.items())
+
+
+def parse_prompts(text: str | list[str] | None) -> list[str]:
+    """Prompts typed as one text, separated by commas or new lines, as a list (a list is kept as is).
+
+    The App forms take prompts as one text field, read whole when the run starts, so no
+    keystroke is lost the way a list widget's last entry can be.
+    """
+    if not isinstance(text, str):
+        return list(text or [])
+    return [part.strip() for part in re.split(r"[,\n]", text) if part.strip()]
 
 
 def check_prompts(prompts: Any) -> list[str]:

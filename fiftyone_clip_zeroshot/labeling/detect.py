@@ -141,7 +141,7 @@ def detect(
     Args:
         samples: a dataset or view of images (not a patches, frames or clips view).
         prompts: one prompt or a list, e.g. ``["a red circle", "a butterfly"]``.
-        method: ``"sliding_window"``, ``"occlusion"`` or ``"proposals"`` (see ``localize``).
+        method: ``"sliding_window"``, ``"occlusion"``, ``"proposals"`` or ``"dense"`` (see ``localize``).
         model: a hub id, a local CLIP folder, a packaged name (``"shapes-world"``) or a ``ClipModel``.
         label_field: where the ``fo.Detections`` go; heatmap fields are named after it.
         heatmaps: also store one heatmap per prompt (inline when small, else a PNG next to the dataset).

@@ -147,6 +147,8 @@ def check_target(samples: Any, fields: dict[str, type]) -> None:
         raise LabelingError(
             "cannot write labels on a patches/frames/clips view; run on the source dataset or a view of it"
         )
+    if len(samples) == 0:
+        raise LabelingError("the target has no samples (an empty view, or no samples selected); nothing to label")
     schema = samples.get_field_schema()
     for field, label_type in fields.items():
         existing = schema.get(field)

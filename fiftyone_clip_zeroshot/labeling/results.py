@@ -32,11 +32,14 @@ def detection_fields(samples: fo.core.collections.SampleCollection) -> list[str]
     return [*ours, *(name for name in fields if name not in ours)]
 
 
-def prompt_stats(samples: fo.core.collections.SampleCollection, label_field: str) -> list[PromptStats]:
-    """Counts and confidences per label of ``label_field``, in the order the run prompted them."""
+def prompt_stats(
+    samples: fo.core.collections.SampleCollection, label_field: str, run: DetectRun | None = None
+) -> list[PromptStats]:
+    """Counts and confidences per label of ``label_field``, in the order the run prompted them
+    (``run``: the field's record when the caller has already read it)."""
     labels = samples.values(f"{label_field}.detections.label")
     confidences = samples.values(f"{label_field}.detections.confidence")
-    run = DetectRun.load(samples, label_field)
+    run = run or DetectRun.load(samples, label_field)
     prompts, heatmaps = (run.prompts, run.heatmap_of) if run else ([], {})
     found = sorted({label for sample in labels for label in sample or []} - set(prompts))
     stats = {p: PromptStats(p, 0, 0, heatmap_field=heatmaps.get(p)) for p in [*prompts, *found]}

@@ -13,10 +13,8 @@ try:
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from fiftyone_clip_zeroshot import operators  # noqa: E402
-from fiftyone_clip_zeroshot.panel import ClipZeroShotPanel  # noqa: E402
+from fiftyone_clip_zeroshot import app  # noqa: E402
 
 
 def register(plugin) -> None:
-    operators.register(plugin)
-    plugin.register(ClipZeroShotPanel)
+    app.register(plugin)

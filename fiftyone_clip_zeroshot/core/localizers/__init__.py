@@ -1,25 +1,29 @@
 """Localizers, registered by name: each turns one image into ``Evidence`` for every prompt.
 
-A localizer is a function ``(pixels, scorer, opts, heat_hw) -> Evidence``: a heatmap per prompt
-and class-agnostic candidate boxes. What follows is the same for all of them and lives in
-``core.detections``: candidates (and region proposals) are scored on crops, labelled, and
-de-duplicated. A new localizer is one module here plus one line in ``LOCALIZERS``.
+A localizer is a module with a function ``localize(pixels, scorer, opts, heat_hw) -> Evidence``
+(a heatmap per prompt and class-agnostic candidate boxes) and a one-line ``SUMMARY`` for forms.
+What follows is the same for all of them and lives in ``core.detections``: candidates (and
+region proposals) are scored on crops, labelled, and de-duplicated. A new localizer is one
+module here plus one line in ``_MODULES`` (and its options in ``LocalizeOptions``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from fiftyone_clip_zeroshot.core.localizers import occlusion, proposals, sliding_window
+from fiftyone_clip_zeroshot.core.localizers import dense, occlusion, proposals, sliding_window
 from fiftyone_clip_zeroshot.core.localizers.evidence import Evidence
 
 Localizer = Callable[..., Evidence]
 
-LOCALIZERS: dict[str, Localizer] = {
-    "sliding_window": sliding_window.localize,
-    "occlusion": occlusion.localize,
-    "proposals": proposals.localize,
+_MODULES = {
+    "sliding_window": sliding_window,
+    "occlusion": occlusion,
+    "proposals": proposals,
+    "dense": dense,
 }
+LOCALIZERS: dict[str, Localizer] = {name: module.localize for name, module in _MODULES.items()}
+SUMMARIES: dict[str, str] = {name: module.SUMMARY for name, module in _MODULES.items()}
 METHODS: tuple[str, ...] = tuple(LOCALIZERS)
 
-__all__ = ["Evidence", "LOCALIZERS", "METHODS", "Localizer"]
+__all__ = ["Evidence", "LOCALIZERS", "METHODS", "SUMMARIES", "Localizer"]

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from fiftyone_clip_zeroshot.core.options import LocalizeOptions
     from fiftyone_clip_zeroshot.core.scoring import PromptScorer
 
+SUMMARY = "Hide patches of context windows; where the score drops is the object"
 OCCLUSION_GRID = 32  # cells per side of a context's drop map
 DROP_FRACTION = 0.5  # a cell belongs to the object where its drop is >= this x the context's largest
 

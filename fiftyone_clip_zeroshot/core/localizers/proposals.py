@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from fiftyone_clip_zeroshot.core.scoring import PromptScorer
 
 
+SUMMARY = "Class-agnostic regions from the image's segments, each read by CLIP"
+
 def localize(pixels: torch.Tensor, scorer: PromptScorer, opts: LocalizeOptions, heat_hw: tuple[int, int]) -> Evidence:
     image_hw = (int(pixels.shape[1]), int(pixels.shape[2]))
     boxes = region_proposals(pixels)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from fiftyone_clip_zeroshot.core.options import LocalizeOptions
     from fiftyone_clip_zeroshot.core.scoring import PromptScorer
 
+SUMMARY = "Score windows at several scales; the windows decide which prompt a box may take"
 MIN_WINDOW_PX = 16  # smaller windows show CLIP nothing; this also bounds the work on thin strips
 
 

@@ -1,7 +1,8 @@
 """The "CLIP zero-shot" App panel: prompt and run, inspect the results, filter, show heatmaps, tag.
 
-A Python panel (no JavaScript build). Its handlers only wire the App to library functions:
-``DetectJob`` to run, ``labeling.results`` to read results back, ``tag_for_review`` to tag.
+A Python panel (no JavaScript build). Its handlers only wire the App to the library: a run is
+the detect operator (``app.runner`` runs it, immediately with progress or delegated),
+``labeling.results`` reads results back, ``tag_for_review`` tags.
 """
 
 from __future__ import annotations
@@ -9,11 +10,11 @@ from __future__ import annotations
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
+from fiftyone_clip_zeroshot.app.runner import DELEGATE_ABOVE, PANEL_STATUS
 from fiftyone_clip_zeroshot.core.localizers import METHODS
 from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL, available_models, model_hint
-from fiftyone_clip_zeroshot.core.options import DEFAULT_THRESH
+from fiftyone_clip_zeroshot.core.options import OptionsError, check_prompts, parse_prompts, thresholds_text
 from fiftyone_clip_zeroshot.labeling.curate import REVIEW_TAG, tag_for_review
-from fiftyone_clip_zeroshot.labeling.detect import DetectJob
 from fiftyone_clip_zeroshot.labeling.results import (
     confidence_view,
     detection_fields,
@@ -22,12 +23,12 @@ from fiftyone_clip_zeroshot.labeling.results import (
     prompt_stats,
 )
 from fiftyone_clip_zeroshot.labeling.runs import DetectRun, plugin_fields
-from fiftyone_clip_zeroshot.operators import DELEGATE_ABOVE, USER_ERRORS
 
+PANEL_NAME = "clip_zeroshot_panel"
 DETECT_URI = "@clip-zeroshot/fiftyone-clip-zeroshot/detect"
 TARGETS = {"DATASET": "Dataset", "CURRENT_VIEW": "Current view", "SELECTED_SAMPLES": "Selected samples"}
-DEFAULTS = dict(prompts=[], method=METHODS[0], model=DEFAULT_MODEL, threshold=None, target="CURRENT_VIEW",
-                label_field="clip_detections", slider=0.5, direction="above", status="")
+DEFAULTS = dict(prompts="", method=METHODS[0], model=DEFAULT_MODEL, threshold=None, target="CURRENT_VIEW",
+                label_field="clip_detections", slider=0.5, direction="above")
 NO_RUNS = "No detections of this plugin in the selected field yet: run detection above, or pick a field."
 
 
@@ -36,7 +37,7 @@ class ClipZeroShotPanel(foo.Panel):
 
     @property
     def config(self) -> foo.PanelConfig:
-        return foo.PanelConfig(name="clip_zeroshot_panel", label="CLIP zero-shot", surfaces="grid",
+        return foo.PanelConfig(name=PANEL_NAME, label="CLIP zero-shot", surfaces="grid",
                                help_markdown="Type prompts, run CLIP detection on the target, inspect and curate.")
 
     def on_load(self, ctx) -> None:
@@ -61,31 +62,43 @@ class ClipZeroShotPanel(foo.Panel):
         ctx.panel.state.set("inspect_field", ctx.params.get("value"))
         self._refresh(ctx)
 
+    def on_prompts(self, ctx) -> None:
+        """Show the prompts as the run will read them (render follows every handler)."""
+
     def on_run(self, ctx) -> None:
+        """Start the detect operator on the target: immediately, its progress in the status line,
+        or delegated above ``DELEGATE_ABOVE`` samples."""
         state = ctx.panel.state
-        target = _target_view(ctx)
-        params = dict(prompts=state.get("prompts") or [], method=state.get("method") or METHODS[0],
+        try:
+            prompts = check_prompts(parse_prompts(state.get("prompts")))
+        except OptionsError as error:
+            state.set(PANEL_STATUS, f"Not run: {error}")
+            return
+        count = len(_target_view(ctx))
+        params = dict(prompts=", ".join(prompts), method=state.get("method") or METHODS[0],
                       model=state.get("model") or DEFAULT_MODEL,
                       label_field=state.get("label_field") or "clip_detections",
-                      confidence_thresh=state.get("threshold"))
-        if len(target) > DELEGATE_ABOVE:
-            ctx.trigger(DETECT_URI, params=dict(params, delegate=True, view_target=state.get("target")))
-            state.set("status", f"Scheduled a delegated run over {len(target)} samples; start it with "
-                                "`fiftyone delegated launch` (or your orchestrator).")
+                      confidence_thresh=state.get("threshold"), view_target=state.get("target"),
+                      delegate=count > DELEGATE_ABOVE, panel_id=ctx.panel_id)
+        ctx.prompt(DETECT_URI, params=params, on_success=self.on_run_done, on_error=self.on_run_failed,
+                   skip_prompt=True)
+        state.set(PANEL_STATUS, f"Scheduling a delegated run over {count} samples…" if params["delegate"]
+                  else f"Starting on {count} samples…")
+
+    def on_run_done(self, ctx) -> None:
+        """The detect operator finished (its summary is already in the status line) or was scheduled."""
+        params = ctx.params.get("original_params") or {}
+        if params.get("delegate"):
+            ctx.panel.state.set(PANEL_STATUS, "Scheduled a delegated run; start it with `fiftyone delegated launch` "
+                                              "(or your orchestrator).")
             return
-        try:
-            job = DetectJob(target, params.pop("prompts"), **params)
-            for _ in job.steps():
-                pass
-        except USER_ERRORS as error:
-            state.set("status", f"Not run: {error}")
-            return
-        failed = f"; {len(job.failures)} failed ({next(iter(job.failures.values()))})" if job.failures else ""
-        done = job.total - len(job.failures)
-        state.set("status", f"Labelled {done} of {job.total} samples into `{job.label_field}`{failed}.")
-        state.set("inspect_field", job.label_field)
+        ctx.panel.state.set("inspect_field", params.get("label_field"))
         ctx.ops.reload_dataset()
         self._refresh(ctx)
+
+    def on_run_failed(self, ctx) -> None:
+        error = str(ctx.params.get("error") or "unknown error").strip().splitlines()
+        ctx.panel.state.set(PANEL_STATUS, f"Not run: {error[-1] if error else 'unknown error'}")
 
     def on_slider(self, ctx) -> None:
         """Filter the grid to the labels above/below the slider."""
@@ -101,8 +114,8 @@ class ClipZeroShotPanel(foo.Panel):
     def on_tag(self, ctx) -> None:
         field, threshold = ctx.panel.state.get("inspect_field"), float(ctx.panel.state.get("slider", 0.5))
         tagged = tag_for_review(ctx.dataset, field, confidence_below=threshold, mismatch_tag=None)
-        ctx.panel.state.set("status", f"Tagged {tagged} labels of `{field}` with confidence < {threshold:.2f} "
-                                      f"as `{REVIEW_TAG}`.")
+        ctx.panel.state.set(PANEL_STATUS, f"Tagged {tagged} labels of `{field}` with confidence < {threshold:.2f} "
+                                          f"as `{REVIEW_TAG}`.")
         ctx.ops.reload_dataset()
 
     def on_clear(self, ctx) -> None:
@@ -110,8 +123,9 @@ class ClipZeroShotPanel(foo.Panel):
 
     def _refresh(self, ctx) -> None:
         field = ctx.panel.state.get("inspect_field")
-        stats = prompt_stats(ctx.dataset, field) if field in detection_fields(ctx.dataset) else []
-        ctx.panel.state.set("summary", _summary_markdown(stats, DetectRun.load(ctx.dataset, field) if stats else None))
+        run = DetectRun.load(ctx.dataset, field) if field else None
+        stats = prompt_stats(ctx.dataset, field, run) if field in detection_fields(ctx.dataset) else []
+        ctx.panel.state.set("summary", _summary_markdown(stats, run))
         ctx.panel.state.set("heatmap_prompts", [s.prompt for s in stats if s.heatmap_field])
         ctx.panel.data.set("histogram", histogram_traces(stats))
 
@@ -119,7 +133,10 @@ class ClipZeroShotPanel(foo.Panel):
         state = ctx.panel.state
         panel = types.Object()
         panel.md("**Run**", name="run_header")
-        panel.list("prompts", types.String(), label="Prompts", default=state.get("prompts") or [])
+        panel.str("prompts", label="Prompts", default=state.get("prompts") or "", on_change=self.on_prompts,
+                  view=types.TextFieldView(multiline=True, rows=2),
+                  description="Separated by commas or new lines, e.g. 'a fluffy cat, a butterfly'")
+        panel.md(_prompts_markdown(state.get("prompts")), name="parsed_prompts")
         method = types.RadioGroup(orientation="horizontal")
         for name in METHODS:
             method.add_choice(name, label=name.replace("_", " "))
@@ -128,8 +145,7 @@ class ClipZeroShotPanel(foo.Panel):
                   description=model_hint(state.get("model") or DEFAULT_MODEL)
                   or "Hugging Face id, local folder, or one of: " + ", ".join(available_models()))
         panel.float("threshold", label="Confidence threshold", min=0, max=1,
-                    description="empty: the method's default (" + ", ".join(f"{m.replace('_', ' ')} {t}"
-                                                                           for m, t in DEFAULT_THRESH.items()) + ")")
+                    description=f"empty: the method's default ({thresholds_text()})")
         target = types.RadioGroup(orientation="horizontal")
         for value, label in TARGETS.items():
             target.add_choice(value, label=label)
@@ -137,8 +153,8 @@ class ClipZeroShotPanel(foo.Panel):
                    default=state.get("target"))
         panel.str("label_field", label="Write detections to", default=state.get("label_field"))
         panel.btn("run", label="Run detection", on_click=self.on_run, variant="contained")
-        if state.get("status"):
-            panel.md(state.get("status"), name="status")
+        if state.get(PANEL_STATUS):
+            panel.md(state.get(PANEL_STATUS), name=PANEL_STATUS)
 
         panel.md("**Inspect**", name="inspect_header")
         fields = types.Dropdown(label="Field")
@@ -174,6 +190,13 @@ def _target_view(ctx):
     if target == "DATASET" or ctx.view is None:
         return ctx.dataset.view()
     return ctx.view
+
+
+def _prompts_markdown(text: str | None) -> str:
+    prompts = list(dict.fromkeys(parse_prompts(text)))
+    if not prompts:
+        return "No prompts yet."
+    return f"Will look for {len(prompts)}: " + " · ".join(f"`{p}`" for p in prompts)
 
 
 def _summary_markdown(stats, run: DetectRun | None) -> str:

@@ -1,30 +1,35 @@
-"""App operators: forms only. The work is in ``fiftyone_clip_zeroshot.labeling`` (jobs and curation).
+"""App operators: forms only. The work is in ``fiftyone_clip_zeroshot.labeling`` (jobs and curation),
+run by ``app.runner``.
 
 Params (also for ``fiftyone.operators.execute_operator``); every run operator takes ``model``
 (hub id, folder or "shapes-world"), ``device`` ("auto" | "cuda" | "cpu"), ``delegate`` (bool) and
-the system ``view_target`` ("DATASET" | "CURRENT_VIEW" | "SELECTED_SAMPLES"):
+the system ``view_target`` ("DATASET" | "CURRENT_VIEW" | "SELECTED_SAMPLES"). Prompts and classes
+are one text, separated by commas or new lines, as the forms send them (a list works too):
 
-- ``detect``: ``prompts``, ``method`` ("sliding_window" | "occlusion"), ``label_field``, ``heatmaps``,
-  ``confidence_thresh``, ``batch_size``, ``skip_existing``;
+- ``detect``: ``prompts``, ``method`` ("sliding_window" | "occlusion" | "proposals" | "dense"), ``label_field``,
+  ``heatmaps``, ``confidence_thresh``, ``batch_size``, ``skip_existing``;
 - ``verify_labels``: ``label_field`` (a Detections field), ``classes`` (default: its labels),
   ``margin``, ``relabel_field``;
 - ``classify_images``: ``classes``, ``template``, ``label_field``, ``store_logits``;
 - ``evaluate_and_review``: ``pred_field``, ``gt_field``, ``eval_key``, ``confidence_below``, ``tag``
-  (runs at once, then opens the review patches).
+  (runs at once, then opens the review patches);
+- ``open_panel``: opens the CLIP zero-shot panel.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import fiftyone as fo
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
+from fiftyone_clip_zeroshot.app.panel import PANEL_NAME
+from fiftyone_clip_zeroshot.app.runner import DELEGATE_ABOVE, JobOperator, job_config
 from fiftyone_clip_zeroshot.core.classify import DEFAULT_TEMPLATE
-from fiftyone_clip_zeroshot.core.localizers import METHODS
-from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL, ModelLoadError, available_models, model_hint
+from fiftyone_clip_zeroshot.core.localizers import METHODS, SUMMARIES
+from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL, available_models, model_hint
+from fiftyone_clip_zeroshot.core.options import parse_prompts, thresholds_text
 from fiftyone_clip_zeroshot.labeling.curate import (
     MISMATCH_TAG,
     REVIEW_TAG,
@@ -35,70 +40,9 @@ from fiftyone_clip_zeroshot.labeling.curate import (
     tag_for_review,
 )
 from fiftyone_clip_zeroshot.labeling.detect import DetectJob
-from fiftyone_clip_zeroshot.labeling.jobs import SampleJob
 
-DELEGATE_ABOVE = 25  # samples; larger targets default to delegated execution
+SEPARATED = "separated by commas or new lines"
 SUGGESTED_MODELS = [DEFAULT_MODEL, "openai/clip-vit-base-patch16", "openai/clip-vit-large-patch14"]
-USER_ERRORS = (ValueError, ModelLoadError)  # OptionsError, LabelingError and bad templates are ValueErrors
-
-
-class JobOperator(foo.Operator):
-    """Runs a ``SampleJob`` over the target view: delegated runs return their summary (kept with
-    the operation); immediate runs stream progress, stop cleanly before ``operator_timeout`` and
-    end with a notification and the summary as output."""
-
-    def make_job(self, ctx) -> SampleJob:
-        raise NotImplementedError
-
-    def outcome(self, job: SampleJob, done: int) -> str:
-        return f"processed {done - len(job.failures)} of {job.total} samples"
-
-    def resolve_delegation(self, ctx) -> bool:
-        delegate = ctx.params.get("delegate")
-        return bool(delegate) if delegate is not None else len(ctx.target_view()) > DELEGATE_ABOVE
-
-    def execute(self, ctx):
-        try:
-            job = self.make_job(ctx)
-        except USER_ERRORS as error:
-            raise ValueError(str(error)) from None
-        if ctx.delegated:
-            done = 0
-            for done, total in job.steps():
-                ctx.set_progress(progress=done / total, label=f"{done}/{total} samples")
-            return self._summary(job, done)
-        return self._run_immediately(ctx, job)
-
-    def _run_immediately(self, ctx, job: SampleJob):
-        deadline = time.monotonic() + 0.8 * fo.config.operator_timeout
-        done = 0
-        for done, total in job.steps():
-            yield ctx.ops.set_progress(progress=done / total, label=f"{done}/{total} samples")
-            if time.monotonic() > deadline and done < total:
-                yield ctx.ops.reload_dataset()
-                raise TimeoutError(
-                    f"stopped after {done} of {total} samples, close to the {fo.config.operator_timeout}s limit of "
-                    "immediate runs; labels so far are saved. Rerun with 'skip existing' or schedule it (delegate)."
-                )
-        yield ctx.ops.reload_dataset()
-        summary = self._summary(job, done)
-        yield ctx.ops.notify(summary["message"], variant="warning" if job.failures else "success")
-        yield ctx.ops.show_output(self.resolve_output(ctx).to_json(), summary)
-
-    def _summary(self, job: SampleJob, done: int) -> dict[str, Any]:
-        failures = [f"{sample_id}: {message}" for sample_id, message in job.failures.items()]
-        message = self.outcome(job, done)
-        if failures:
-            message += f"; {len(failures)} failed and were left without labels (see failures)"
-        return {"message": message, "samples": done, "failed": len(failures), "failures": failures}
-
-    def resolve_output(self, ctx) -> types.Property:
-        outputs = types.Object()
-        outputs.str("message", label="Result")
-        outputs.int("samples", label="Samples processed")
-        outputs.int("failed", label="Samples that failed (left without labels)")
-        outputs.list("failures", types.String(), label="Failures (sample id: error)")
-        return types.Property(outputs)
 
 
 class DetectWithClip(JobOperator):
@@ -106,26 +50,22 @@ class DetectWithClip(JobOperator):
 
     @property
     def config(self) -> foo.OperatorConfig:
-        return _config("detect", "CLIP zero-shot: detect objects",
+        return job_config("detect", "CLIP zero-shot: detect objects",
                        "Localize text prompts with CLIP sliding windows, occlusion or region proposals; "
                        "writes detections and heatmaps")
 
     def resolve_input(self, ctx) -> types.Property:
         inputs = types.Object()
-        inputs.list("prompts", types.String(), required=True, label="Prompts",
-                    description="What to find, one prompt per entry, e.g. 'a fluffy cat'")
+        inputs.str("prompts", required=True, label="Prompts", view=types.TextFieldView(multiline=True, rows=2),
+                   description=f"What to find, {SEPARATED}, e.g. 'a fluffy cat, a butterfly'")
         method = types.RadioGroup()
-        method.add_choice("sliding_window", label="Sliding window",
-                          description="Score windows at several scales; best boxes")
-        method.add_choice("occlusion", label="Occlusion",
-                          description="Hide patches; where the score drops is the object")
-        method.add_choice("proposals", label="Region proposals",
-                          description="Class-agnostic regions from the image's segments, each read by CLIP")
+        for name in METHODS:
+            method.add_choice(name, label=name.replace("_", " ").capitalize(), description=SUMMARIES[name])
         inputs.enum("method", method.values(), default=METHODS[0], label="Method", view=method)
         inputs.str("label_field", default="clip_detections", required=True, label="Detections field")
         inputs.bool("heatmaps", default=True, label="Store heatmaps", description="One heatmap field per prompt")
         inputs.float("confidence_thresh", min=0.0, max=1.0, label="Confidence threshold",
-                     description="Empty: the method's default (0.6 sliding window and proposals, 0.5 occlusion)")
+                     description=f"Empty: the method's default ({thresholds_text()})")
         inputs.int("batch_size", default=256, min=1, label="Batch size", description="Windows per forward pass")
         inputs.bool("skip_existing", default=False, label="Skip samples that already have detections")
         _run_inputs(ctx, inputs)
@@ -134,7 +74,7 @@ class DetectWithClip(JobOperator):
     def make_job(self, ctx) -> DetectJob:
         return DetectJob(
             ctx.target_view(),
-            ctx.params.get("prompts") or [],
+            parse_prompts(ctx.params.get("prompts")),
             method=ctx.params.get("method", "sliding_window"),
             label_field=ctx.params.get("label_field", "clip_detections"),
             heatmaps=ctx.params.get("heatmaps", True),
@@ -153,13 +93,13 @@ class VerifyLabels(JobOperator):
 
     @property
     def config(self) -> foo.OperatorConfig:
-        return _config("verify_labels", "CLIP zero-shot: verify / relabel boxes",
+        return job_config("verify_labels", "CLIP zero-shot: verify / relabel boxes",
                        f"Score each box's crop with CLIP; tag disagreements '{MISMATCH_TAG}'")
 
     def resolve_input(self, ctx) -> types.Property:
         inputs = types.Object()
         _field_choice(ctx, inputs, "label_field", fo.Detections, "Detections to verify")
-        inputs.list("classes", types.String(), label="Classes", description="Empty: the field's own labels")
+        inputs.str("classes", label="Classes", description=f"{SEPARATED.capitalize()}; empty: the field's own labels")
         inputs.float("margin", default=0.1, min=0.0, max=2.0, label="Context margin",
                      description="Context around each box, as a fraction of its side")
         inputs.str("relabel_field", label="Relabelled copy (optional)",
@@ -168,7 +108,8 @@ class VerifyLabels(JobOperator):
         return types.Property(inputs, view=types.View(label="Verify boxes with CLIP"))
 
     def make_job(self, ctx) -> VerifyJob:
-        return VerifyJob(ctx.target_view(), ctx.params.get("label_field") or "", ctx.params.get("classes") or None,
+        return VerifyJob(ctx.target_view(), ctx.params.get("label_field") or "",
+                         parse_prompts(ctx.params.get("classes")) or None,
                          margin=ctx.params.get("margin", 0.1), relabel_field=ctx.params.get("relabel_field") or None,
                          **_model_params(ctx))
 
@@ -182,11 +123,11 @@ class ClassifyImages(JobOperator):
 
     @property
     def config(self) -> foo.OperatorConfig:
-        return _config("classify_images", "CLIP zero-shot: classify images", "Zero-shot fo.Classification per image")
+        return job_config("classify_images", "CLIP zero-shot: classify images", "Zero-shot fo.Classification per image")
 
     def resolve_input(self, ctx) -> types.Property:
         inputs = types.Object()
-        inputs.list("classes", types.String(), required=True, label="Classes", description="At least two")
+        inputs.str("classes", required=True, label="Classes", description=f"At least two, {SEPARATED}")
         inputs.str("template", default=DEFAULT_TEMPLATE, label="Prompt template", description="'{}' is the class")
         inputs.str("label_field", default="clip_classification", required=True, label="Classification field")
         inputs.bool("store_logits", default=False, label="Store logits")
@@ -194,7 +135,7 @@ class ClassifyImages(JobOperator):
         return types.Property(inputs, view=types.View(label="Classify images with CLIP"))
 
     def make_job(self, ctx) -> ClassifyJob:
-        return ClassifyJob(ctx.target_view(), ctx.params.get("classes") or [],
+        return ClassifyJob(ctx.target_view(), parse_prompts(ctx.params.get("classes")),
                            label_field=ctx.params.get("label_field", "clip_classification"),
                            template=ctx.params.get("template") or DEFAULT_TEMPLATE,
                            store_logits=ctx.params.get("store_logits", False), **_model_params(ctx))
@@ -239,11 +180,6 @@ class EvaluateAndReview(foo.Operator):
         return types.Property(outputs)
 
 
-def _config(name: str, label: str, description: str) -> foo.OperatorConfig:
-    return foo.OperatorConfig(name=name, label=label, description=description, dynamic=False,
-                              execute_as_generator=True, allow_immediate_execution=True, allow_delegated_execution=True)
-
-
 def _model_params(ctx) -> dict[str, Any]:
     device = ctx.params.get("device", "auto")
     return dict(model=ctx.params.get("model") or DEFAULT_MODEL, device=None if device == "auto" else device)
@@ -275,6 +211,18 @@ def _run_inputs(ctx, inputs: types.Object) -> None:
                             "timeout; delegate large jobs and run them with `fiftyone delegated launch`.")
 
 
+class OpenPanel(foo.Operator):
+    """Opens the CLIP zero-shot panel beside the grid: how the operator browser finds it."""
+
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return foo.OperatorConfig(name="open_panel", label="CLIP zero-shot: open panel",
+                                  description="Prompt, run, inspect and curate detections in a panel beside the grid")
+
+    def execute(self, ctx) -> None:
+        ctx.ops.open_panel(PANEL_NAME, layout="horizontal", is_active=True)
+
+
 def register(plugin) -> None:
-    for operator in (DetectWithClip, VerifyLabels, ClassifyImages, EvaluateAndReview):
+    for operator in (DetectWithClip, VerifyLabels, ClassifyImages, EvaluateAndReview, OpenPanel):
         plugin.register(operator)

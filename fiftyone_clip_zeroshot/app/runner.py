@@ -1,0 +1,95 @@
+"""The one runner of labelling jobs in the App: every run operator (and, through the detect
+operator, the panel) drives a ``SampleJob`` here, immediately with progress or delegated."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import fiftyone as fo
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from fiftyone_clip_zeroshot.core.model import ModelLoadError
+from fiftyone_clip_zeroshot.labeling.jobs import SampleJob
+
+DELEGATE_ABOVE = 25  # samples; larger targets default to delegated execution
+USER_ERRORS = (ValueError, ModelLoadError)  # OptionsError, LabelingError and bad templates are ValueErrors
+PANEL_STATUS = "status"  # the panel state key a run started from a panel reports its progress to
+
+
+class JobOperator(foo.Operator):
+    """Runs a ``SampleJob`` over the target view: delegated runs return their summary (kept with
+    the operation); immediate runs stream progress, stop cleanly before ``operator_timeout`` and
+    end with a notification and the summary as output. Started from a panel, the progress and
+    the summary go to the panel's status line instead."""
+
+    def make_job(self, ctx) -> SampleJob:
+        raise NotImplementedError
+
+    def outcome(self, job: SampleJob, done: int) -> str:
+        return f"processed {done - len(job.failures)} of {job.total} samples"
+
+    def resolve_delegation(self, ctx) -> bool:
+        delegate = ctx.params.get("delegate")
+        return bool(delegate) if delegate is not None else len(ctx.target_view()) > DELEGATE_ABOVE
+
+    def execute(self, ctx):
+        try:
+            job = self.make_job(ctx)
+        except USER_ERRORS as error:
+            raise ValueError(str(error)) from None
+        if ctx.delegated:
+            done = 0
+            for done, total in job.steps():
+                ctx.set_progress(progress=done / total, label=f"{done}/{total} samples")
+            return self._summary(job, done)
+        return self._run_immediately(ctx, job)
+
+    def _run_immediately(self, ctx, job: SampleJob):
+        deadline = time.monotonic() + 0.8 * fo.config.operator_timeout
+        done = 0
+        for done, total in job.steps():
+            yield from _progress(ctx, done, total)
+            if time.monotonic() > deadline and done < total:
+                yield ctx.ops.reload_dataset()
+                raise TimeoutError(
+                    f"stopped after {done} of {total} samples, close to the {fo.config.operator_timeout}s limit of "
+                    "immediate runs; labels so far are saved. Rerun with 'skip existing' or schedule it (delegate)."
+                )
+        yield ctx.ops.reload_dataset()
+        summary = self._summary(job, done)
+        yield ctx.ops.notify(summary["message"], variant="warning" if job.failures else "success")
+        if ctx.panel_id:  # the panel's status line, instead of an output dialog over it
+            yield ctx.ops.patch_panel_state({PANEL_STATUS: summary["message"][0].upper() + summary["message"][1:]})
+        else:
+            yield ctx.ops.show_output(self.resolve_output(ctx).to_json(), summary)
+
+    def _summary(self, job: SampleJob, done: int) -> dict[str, Any]:
+        failures = [f"{sample_id}: {message}" for sample_id, message in job.failures.items()]
+        message = self.outcome(job, done)
+        if failures:
+            message += f"; {len(failures)} failed and were left without labels (see failures)"
+        return {"message": message, "samples": done, "failed": len(failures), "failures": failures}
+
+    def resolve_output(self, ctx) -> types.Property:
+        outputs = types.Object()
+        outputs.str("message", label="Result")
+        outputs.int("samples", label="Samples processed")
+        outputs.int("failed", label="Samples that failed (left without labels)")
+        outputs.list("failures", types.String(), label="Failures (sample id: error)")
+        return types.Property(outputs)
+
+
+def job_config(name: str, label: str, description: str) -> foo.OperatorConfig:
+    """The configuration every run operator shares: a generator, immediate or delegated."""
+    return foo.OperatorConfig(name=name, label=label, description=description, dynamic=False,
+                              execute_as_generator=True, allow_immediate_execution=True, allow_delegated_execution=True)
+
+
+def _progress(ctx, done: int, total: int):
+    """The App's progress bar, and the panel's status line when a panel started the run."""
+    label = f"{done}/{total} samples"
+    yield ctx.ops.set_progress(progress=done / total, label=label)
+    if ctx.panel_id:
+        yield ctx.ops.patch_panel_state({PANEL_STATUS: f"Running: {label} done…"})

@@ -1,0 +1,149 @@
+"""Dense: CLIP's patch tokens read as a per-patch classifier, one encoder forward per tile.
+
+CLIP's last vision block mixes every patch with the whole image, so its patch tokens say little
+about their own place. Training-free variants re-run only that block so that each token keeps
+its own content: ``clearclip`` (query-query attention, no residual, no MLP) and ``naclip``
+(key-key attention biased towards neighbouring patches by a Gaussian of ``NACLIP_SIGMA``
+patches, no residual, no MLP). Each patch token then goes through the layer norm and projection
+CLIP applies to its class token and is scored against the prompts like an image.
+
+Tiles of ``dense_tile`` x the shorter side, every ``dense_stride`` of a tile, are encoded at
+``dense_upscale`` x the model's input size (position embeddings interpolated). Each cell of the
+heatmap averages the logits of the patches covering it, then takes a softmax over prompts plus
+negative prompts at CLIP's logit scale: the same fixed meaning as every other heatmap. Candidate
+boxes are the connected regions of each prompt's map at a few levels (read on crops by the
+shared tail), or region proposals with ``proposals=True``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from skimage.measure import label as connected_regions
+from skimage.measure import regionprops
+
+from fiftyone_clip_zeroshot.core.localizers import proposals
+from fiftyone_clip_zeroshot.core.localizers.evidence import Evidence
+from fiftyone_clip_zeroshot.core.windows import WindowGrid, coverage_mean
+
+if TYPE_CHECKING:
+    from fiftyone_clip_zeroshot.core.model import ClipModel
+    from fiftyone_clip_zeroshot.core.options import LocalizeOptions
+    from fiftyone_clip_zeroshot.core.scoring import PromptScorer
+
+SUMMARY = "CLIP's patch tokens as a per-patch classifier, one forward per tile: the cheapest map"
+ATTENTION = ("clearclip", "naclip")
+NACLIP_SIGMA = 5.0  # patches; NACLIP's neighbourhood
+REGION_LEVELS = (0.25, 0.5, 0.75)  # x the confidence threshold: regions at several levels split touching objects
+MIN_REGION_CELLS = 2
+
+
+def localize(pixels: torch.Tensor, scorer: PromptScorer, opts: LocalizeOptions, heat_hw: tuple[int, int]) -> Evidence:
+    image_hw = (int(pixels.shape[1]), int(pixels.shape[2]))
+    heat = dense_map(pixels, scorer, opts, heat_hw)
+    if opts.proposals:
+        return proposals.sharpen(heat, heat, proposals.localize(pixels, scorer, opts, heat_hw))
+    return Evidence(heat, region_boxes(heat, image_hw, opts.confidence_thresh))
+
+
+def dense_map(
+    pixels: torch.Tensor, scorer: PromptScorer, opts: LocalizeOptions, heat_hw: tuple[int, int]
+) -> torch.Tensor:
+    """``(P, h, w)`` per-cell prompt probabilities from the patch tokens of every tile."""
+    return torch.softmax(dense_logits(pixels, scorer, opts, heat_hw), dim=0)[: scorer.count]
+
+
+def dense_logits(
+    pixels: torch.Tensor, scorer: PromptScorer, opts: LocalizeOptions, heat_hw: tuple[int, int]
+) -> torch.Tensor:
+    """``(K, h, w)`` logits of every text (prompts, then negatives) per cell, averaged over the
+    patches covering it."""
+    image_hw = (int(pixels.shape[1]), int(pixels.shape[2]))
+    model = scorer.model
+    patch = model.model.config.vision_config.patch_size
+    size = max(patch, round(model.image_size * opts.dense_upscale / patch) * patch)
+    side = min(image_hw) * opts.dense_tile
+    grid = WindowGrid.build(image_hw, side, side * opts.dense_stride, size)
+    resized = grid.resize(pixels)
+    cells, logits = [], []
+    for start in range(0, len(grid), scorer.batch_size or model.batch_size):
+        index = slice(start, start + (scorer.batch_size or model.batch_size))
+        tokens = patch_tokens(model, grid.crops(resized, index), opts.dense_attention)
+        logits.append(scorer.scale * tokens.flatten(0, 2) @ scorer.text.T)
+        cells.append(_patch_boxes(grid.boxes[index], tokens.shape[1]))
+    return coverage_mean(np.concatenate(cells), torch.cat(logits), image_hw, heat_hw)
+
+
+@torch.inference_mode()
+def patch_tokens(model: ClipModel, images: torch.Tensor, attention: str) -> torch.Tensor:
+    """Unit-norm patch embeddings ``(N, g, g, D)`` of ``(N, 3, S, S)`` 0..255 images, ``S`` a
+    multiple of the patch size; the last block is re-run in the ``attention`` variant."""
+    vision = model.model.vision_model
+    hidden = vision.embeddings(model.normalize(images), interpolate_pos_encoding=True)
+    hidden = vision.pre_layrnorm(hidden)
+    for layer in vision.encoder.layers[:-1]:
+        hidden = layer(hidden, None)
+    side = int(round((hidden.shape[1] - 1) ** 0.5))
+    hidden = _last_block(vision.encoder.layers[-1], hidden, attention, side)
+    tokens = model.model.visual_projection(vision.post_layernorm(hidden[:, 1:]))
+    return torch.nn.functional.normalize(tokens.float(), dim=-1).view(len(images), side, side, -1)
+
+
+def _last_block(layer: torch.nn.Module, hidden: torch.Tensor, attention: str, side: int) -> torch.Tensor:
+    """The last encoder block without its residual and MLP, each token attending by its own
+    query (``clearclip``) or key (``naclip``, plus the neighbourhood bias)."""
+    attn = layer.self_attn
+    x = layer.layer_norm1(hidden)
+    n, t, _ = x.shape
+
+    def heads(projection: torch.nn.Module) -> torch.Tensor:
+        return projection(x).view(n, t, attn.num_heads, -1).transpose(1, 2)
+
+    values = heads(attn.v_proj)
+    own = heads(attn.q_proj) if attention == "clearclip" else heads(attn.k_proj)
+    scores = own @ own.transpose(-1, -2) * attn.scale
+    if attention == "naclip":
+        scores = scores + _neighbourhood(side, scores.device, scores.dtype)
+    mixed = torch.softmax(scores, dim=-1) @ values
+    return attn.out_proj(mixed.transpose(1, 2).reshape(n, t, -1))
+
+
+def _neighbourhood(side: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``(1 + g², 1 + g²)`` attention bias: a Gaussian of the distance between patches (the class
+    token is left unbiased)."""
+    yy, xx = torch.meshgrid(torch.arange(side, device=device), torch.arange(side, device=device), indexing="ij")
+    points = torch.stack([yy.flatten(), xx.flatten()], 1).float()
+    bias = torch.zeros(side * side + 1, side * side + 1, device=device)
+    bias[1:, 1:] = -torch.cdist(points, points).square() / (2 * NACLIP_SIGMA**2)
+    return bias.to(dtype)
+
+
+def _patch_boxes(tiles: np.ndarray, side: int) -> np.ndarray:
+    """``(N * g * g, 4)`` xyxy image-px boxes of the patches of each tile, row-major like the tokens."""
+    steps = np.arange(side) / side
+    x1 = tiles[:, None, None, 0] + (tiles[:, None, None, 2] - tiles[:, None, None, 0]) * steps[None, None, :]
+    y1 = tiles[:, None, None, 1] + (tiles[:, None, None, 3] - tiles[:, None, None, 1]) * steps[None, :, None]
+    width = ((tiles[:, 2] - tiles[:, 0]) / side)[:, None, None]
+    height = ((tiles[:, 3] - tiles[:, 1]) / side)[:, None, None]
+    x1, y1 = np.broadcast_arrays(x1, y1)
+    return np.stack([x1, y1, x1 + width, y1 + height], -1).reshape(-1, 4)
+
+
+def region_boxes(heat: torch.Tensor, image_hw: tuple[int, int], thresh: float) -> np.ndarray:
+    """``(N, 4)`` xyxy image-px boxes of the connected regions of every prompt's map at
+    ``REGION_LEVELS`` x ``thresh`` (class-agnostic: the shared tail labels them)."""
+    maps = heat.cpu().numpy()
+    h, w = maps.shape[1:]
+    scale = np.array([image_hw[1] / w, image_hw[0] / h] * 2)
+    boxes = [
+        (region.bbox[1], region.bbox[0], region.bbox[3], region.bbox[2])
+        for level in REGION_LEVELS
+        for prompt_map in maps
+        for region in regionprops(connected_regions(prompt_map >= max(level * thresh, 1e-6)))
+        if region.area >= MIN_REGION_CELLS
+    ]
+    if not boxes:
+        return np.zeros((0, 4))
+    return np.unique(np.asarray(boxes, np.float64), axis=0) * scale
