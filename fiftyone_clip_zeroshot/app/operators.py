@@ -51,8 +51,8 @@ class DetectWithClip(JobOperator):
     @property
     def config(self) -> foo.OperatorConfig:
         return job_config("detect", "CLIP zero-shot: detect objects",
-                       "Localize text prompts with CLIP sliding windows, occlusion or region proposals; "
-                       "writes detections and heatmaps")
+                          "Localize text prompts with CLIP sliding windows, occlusion, region proposals or patch "
+                          "tokens (dense); writes detections and heatmaps")
 
     def resolve_input(self, ctx) -> types.Property:
         inputs = types.Object()
