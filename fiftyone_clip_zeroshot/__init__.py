@@ -1,6 +1,6 @@
 """Zero-shot object localization and detection with CLIP, for FiftyOne.
 
-The core (``load_model``, ``localize``) does not import FiftyOne; ``detect``, ``ClipZeroShotModel``
+The core (``load_model``, ``localize``) does not import FiftyOne; ``detect``, ``run_status``, ``ClipZeroShotModel``
 and the curation functions (``verify``, ``classify``, ``evaluate``, ``tag_for_review``,
 ``review_view``) do, and are imported on first use.
 """
@@ -20,7 +20,9 @@ from fiftyone_clip_zeroshot.core import (
 _FIFTYONE_API = {
     "detect": "fiftyone_clip_zeroshot.labeling.detect",
     "DetectJob": "fiftyone_clip_zeroshot.labeling.detect",
+    "run_status": "fiftyone_clip_zeroshot.labeling.shards",
     "LabelingError": "fiftyone_clip_zeroshot.labeling.jobs",
+    "DatabaseError": "fiftyone_clip_zeroshot.labeling.jobs",
     "ClipZeroShotModel": "fiftyone_clip_zeroshot.labeling.model",
     "verify": "fiftyone_clip_zeroshot.labeling.curate",
     "classify": "fiftyone_clip_zeroshot.labeling.curate",

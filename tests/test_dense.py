@@ -1,5 +1,7 @@
 """The dense localizer: its own forward over the model's last block, tiling, and boxes from the map."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -89,6 +91,24 @@ def test_dense_runs_in_half_precision_like_the_gpu_path():
     tokens = patch_tokens(half, images, "naclip")
     assert tokens.dtype == torch.float32  # unit embeddings come back in float32 whatever the model's dtype
     assert torch.nn.functional.cosine_similarity(tokens, patch_tokens(full, images, "naclip"), dim=-1).min() > 0.99
+
+
+def test_dense_tiles_halve_the_batch_on_out_of_memory_with_the_same_map(shapes_model, monkeypatch):
+    image = np.asarray(SCENE.image)
+    expected = localize(image, ["red circle"], shapes_model, method="dense")[0]
+    model = dataclasses.replace(shapes_model, batch_size=64)
+    embeddings = model.model.vision_model.embeddings
+    forward = embeddings.forward
+
+    def small_gpu(pixel_values, **kwargs):
+        if len(pixel_values) > 8:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return forward(pixel_values, **kwargs)
+
+    monkeypatch.setattr(embeddings, "forward", small_gpu)
+    result = localize(image, ["red circle"], model, method="dense")[0]
+    assert 0 < model.max_batch <= 8
+    assert np.allclose(result.heatmap, expected.heatmap, atol=1e-4)  # batch size moves float sums by ~1e-5
 
 
 @pytest.mark.parametrize("options, message", [

@@ -1,4 +1,6 @@
-"""Fault matrix: bad media, prompts, models, options, fields and interrupted runs.
+"""Fault matrix: bad media, prompts, models, options, fields, interrupted runs, unwritable heatmaps
+and two runs on one field (more with real processes: a killed worker and a database that stops,
+in test_workers.py).
 
 Every case must end in one clear message, no partial or garbage label, and the other samples
 processed. The operator path reuses the same validation (see test_fiftyone.py).
@@ -7,6 +9,7 @@ processed. The operator path reuses the same validation (see test_fiftyone.py).
 import dataclasses
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -21,8 +24,9 @@ from PIL import Image
 import fiftyone_clip_zeroshot as fz
 from fiftyone_clip_zeroshot import ImageLoadError, ModelLoadError, OptionsError, load_model
 from fiftyone_clip_zeroshot.core.images import load_image
-from fiftyone_clip_zeroshot.labeling.jobs import LabelingError
-from fiftyone_clip_zeroshot.labeling.runs import run_key
+from fiftyone_clip_zeroshot.labeling.detect import DetectJob
+from fiftyone_clip_zeroshot.labeling.jobs import LabelingError, run_job
+from fiftyone_clip_zeroshot.labeling.runs import DetectRun, now, run_key
 from fiftyone_clip_zeroshot.shapes.world import render_scene
 
 PROMPTS = ["red circle", "blue square"]
@@ -308,6 +312,45 @@ def test_killed_run_leaves_no_corrupt_label_and_resumes(shapes_model, tmp_path):
               progress=lambda done, total: seen.append(total), **FAST)
     assert seen[-1] == 10 - labelled and _assert_whole_or_absent(dataset, fields) == 10
     dataset.delete()
+
+
+def test_heatmap_png_that_cannot_be_written_fails_that_sample_only(shapes_model, tmp_path):
+    dataset = _dataset("unwritable", _jpegs(tmp_path, 3))
+    job = DetectJob(dataset, PROMPTS, model=shapes_model, label_field="clip", heatmap_size=96,
+                    heatmap_root=tmp_path / "maps", **FAST)
+    blocked = dataset.first()
+    (job.heatmap_dir / f"{blocked.id}-clip_heatmap_blue_square.png").mkdir(parents=True)  # e.g. a full disk
+    run_job(job, progress=False)
+    assert list(job.failures) == [blocked.id] and "IsADirectoryError" in job.failures[blocked.id]
+    fields = ["clip", "clip_heatmap_red_circle", "clip_heatmap_blue_square"]
+    assert _assert_whole_or_absent(dataset, fields) == 2 and dataset.first()["clip"] is None
+    assert not (job.heatmap_dir / f"{blocked.id}-clip_heatmap_red_circle.png").exists()  # its first map went too
+
+
+def test_a_second_run_on_a_field_being_written_is_refused_naming_the_first(shapes_model, tmp_path):
+    dataset = _dataset("busy", _jpegs(tmp_path, 3))
+    first = DetectJob(dataset, PROMPTS, model=shapes_model, label_field="clip", heatmaps=False, **FAST)
+    steps = first.steps()
+    next(steps)  # the first run is under way
+    assert str(fz.run_status(dataset, "clip")) == f"run {first.run_id} on 'clip': running"
+    with pytest.raises(LabelingError, match=f"'clip' is being written by run {first.run_id} .*pid {os.getpid()}"):
+        fz.detect(dataset, PROMPTS, model=shapes_model, label_field="clip", progress=False, **FAST)
+    fz.detect(dataset, PROMPTS, model=shapes_model, label_field="other", heatmaps=False, progress=False, **FAST)
+    list(steps)
+    assert fz.run_status(dataset, "clip").state == "done"
+    fz.detect(dataset, PROMPTS, model=shapes_model, label_field="clip", heatmaps=False, progress=False, **FAST)
+
+
+def test_a_run_whose_process_died_does_not_hold_its_field(shapes_model, tmp_path):
+    dataset = _dataset("orphan", _jpegs(tmp_path, 2))
+    fz.detect(dataset, PROMPTS, model=shapes_model, label_field="clip", heatmaps=False, progress=False, **FAST)
+    run = DetectRun.load(dataset, "clip")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    run.update(dataset, state="running", owner=f"{socket.gethostname()} pid {dead.stdout.strip()}", heartbeat=now())
+    assert not DetectRun.load(dataset, "clip").alive() and fz.run_status(dataset, "clip").state == "stopped"
+    run.update(dataset, owner="another-machine pid 1", heartbeat="2026-01-01T00:00:00+00:00")
+    assert not DetectRun.load(dataset, "clip").alive()  # no heartbeat for a minute: taken as dead
+    fz.detect(dataset, PROMPTS, model=shapes_model, label_field="clip", heatmaps=False, progress=False, **FAST)
 
 
 def test_out_of_memory_halves_the_batch_and_gives_the_same_result(shapes_model, monkeypatch):

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import fiftyone as fo
+import fiftyone.core.models as fom
 import fiftyone.operators as foo
 import fiftyone.plugins as fop
 import numpy as np
@@ -13,6 +14,7 @@ from PIL import Image
 import fiftyone_clip_zeroshot as fz
 from fiftyone_clip_zeroshot.labeling.jobs import LabelingError
 from fiftyone_clip_zeroshot.labeling.labels import to_heatmap
+from fiftyone_clip_zeroshot.labeling.model import data_loader_ready
 from fiftyone_clip_zeroshot.labeling.runs import run_key
 from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
 
@@ -88,6 +90,24 @@ def test_apply_model_uses_full_resolution(dataset, shapes_model):
     boxes = [d.bounding_box for d in dataset.first().applied.detections]
     expected = sum(len(r.detections) for r in reference)
     assert len(boxes) == expected > 0
+
+
+@pytest.mark.skipif(not data_loader_ready(), reason="FiftyOne's DataLoader path (fiftyone.utils.torch) needs "
+                    "torchvision, which does not import beside this torch (README: Python, apply_model)")
+def test_apply_model_decodes_in_data_loader_workers_and_equals_detect(dataset, shapes_model, caplog):
+    model = fz.ClipZeroShotModel(PROMPTS, model=shapes_model, confidence_thresh=0.0, **FAST)
+    assert isinstance(model, fom.SupportsGetItem) and isinstance(model, fom.TorchModelMixin)
+    fz.detect(dataset, PROMPTS, model=shapes_model, label_field="direct", heatmaps=False, confidence_thresh=0.0,
+              progress=False, **FAST)
+    for workers in (0, 2):
+        dataset.apply_model(model, label_field=f"loader{workers}", batch_size=3, num_workers=workers)
+    assert "Ignoring unsupported" not in caplog.text
+    expected = _boxes(dataset, "direct")
+    assert sum(map(len, expected)) > 0 and _boxes(dataset, "loader0") == _boxes(dataset, "loader2") == expected
+
+
+def _boxes(samples, field):
+    return [[(d.label, d.bounding_box, d.confidence) for d in (x or [])] for x in samples.values(f"{field}.detections")]
 
 
 def test_plugin_is_discovered_and_operator_runs_on_selected_samples(dataset, plugin_dir):

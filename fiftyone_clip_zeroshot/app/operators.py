@@ -7,7 +7,8 @@ the system ``view_target`` ("DATASET" | "CURRENT_VIEW" | "SELECTED_SAMPLES"). Pr
 are one text, separated by commas or new lines, as the forms send them (a list works too):
 
 - ``detect``: ``prompts``, ``method`` ("sliding_window" | "occlusion" | "proposals" | "dense"), ``label_field``,
-  ``heatmaps``, ``confidence_thresh``, ``batch_size``, ``skip_existing``;
+  ``heatmaps``, ``confidence_thresh``, ``batch_size``, ``skip_existing``, ``workers`` (above 1: queue that
+  many delegated shards, see ``labeling.shards``);
 - ``verify_labels``: ``label_field`` (a Detections field), ``classes`` (default: its labels),
   ``margin``, ``relabel_field``;
 - ``classify_images``: ``classes``, ``template``, ``label_field``, ``store_logits``;
@@ -25,7 +26,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from fiftyone_clip_zeroshot.app.panel import PANEL_NAME
-from fiftyone_clip_zeroshot.app.runner import DELEGATE_ABOVE, JobOperator, job_config
+from fiftyone_clip_zeroshot.app.runner import DELEGATE_ABOVE, USER_ERRORS, JobOperator, job_config
 from fiftyone_clip_zeroshot.core.classify import DEFAULT_TEMPLATE
 from fiftyone_clip_zeroshot.core.localizers import METHODS, SUMMARIES
 from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL, available_models, model_hint
@@ -40,6 +41,7 @@ from fiftyone_clip_zeroshot.labeling.curate import (
     tag_for_review,
 )
 from fiftyone_clip_zeroshot.labeling.detect import DetectJob
+from fiftyone_clip_zeroshot.labeling.shards import queue_shards
 
 SEPARATED = "separated by commas or new lines"
 SUGGESTED_MODELS = [DEFAULT_MODEL, "openai/clip-vit-base-patch16", "openai/clip-vit-large-patch14"]
@@ -56,6 +58,12 @@ class DetectWithClip(JobOperator):
 
     def resolve_input(self, ctx) -> types.Property:
         inputs = types.Object()
+        if ctx.params.get("shard_of"):  # a queued shard: everything else is in its run's record
+            inputs.str("label_field", required=True, label="Detections field")
+            inputs.str("shard_of", required=True, label="Shard of run")
+            inputs.int("shard", label="Shard (from 0)")
+            inputs.str("device", label="Device")
+            return types.Property(inputs, view=types.View(label="CLIP zero-shot detection: one shard"))
         inputs.str("prompts", required=True, label="Prompts", view=types.TextFieldView(multiline=True, rows=2),
                    description=f"What to find, {SEPARATED}, e.g. 'a fluffy cat, a butterfly'")
         method = types.RadioGroup()
@@ -68,10 +76,34 @@ class DetectWithClip(JobOperator):
                      description=f"Empty: the method's default ({thresholds_text()})")
         inputs.int("batch_size", default=256, min=1, label="Batch size", description="Windows per forward pass")
         inputs.bool("skip_existing", default=False, label="Skip samples that already have detections")
+        inputs.int("workers", default=1, min=1, label="Workers",
+                   description="Above 1: queue this many delegated operations over disjoint parts of the target, "
+                               "one per `fiftyone delegated launch` worker (GPU) on this database")
         _run_inputs(ctx, inputs)
         return types.Property(inputs, view=types.View(label="CLIP zero-shot detection"))
 
+    def resolve_delegation(self, ctx) -> bool:
+        return False if _workers(ctx) > 1 else super().resolve_delegation(ctx)  # queuing shards is quick
+
+    def execute(self, ctx):
+        if _workers(ctx) > 1 and not ctx.params.get("shard_of"):
+            return self._queue_shards(ctx)
+        return super().execute(ctx)
+
+    def _queue_shards(self, ctx):
+        try:
+            job = self.make_job(ctx)
+            run = queue_shards(job, _workers(ctx), device=_model_params(ctx)["device"])
+        except USER_ERRORS as error:
+            raise ValueError(str(error)) from None
+        message = (f"queued {len(run.shards)} shards of run {run.run_id} over {job.total} samples into "
+                   f"{job.label_field!r}; each `fiftyone delegated launch` worker runs one at a time")
+        yield from self.report(ctx, {"message": message, "samples": 0, "failed": 0, "failures": []})
+
     def make_job(self, ctx) -> DetectJob:
+        if ctx.params.get("shard_of"):  # one shard of a run queued by ``queue_shards``
+            return DetectJob.shard(ctx.target_view(), ctx.params["label_field"], ctx.params["shard_of"],
+                                   device=_model_params(ctx)["device"])
         return DetectJob(
             ctx.target_view(),
             parse_prompts(ctx.params.get("prompts")),
@@ -178,6 +210,10 @@ class EvaluateAndReview(foo.Operator):
         outputs.int("tagged", label="Labels tagged for review")
         outputs.str("report", label="Report", view=types.CodeView(language="text"))
         return types.Property(outputs)
+
+
+def _workers(ctx) -> int:
+    return int(ctx.params.get("workers") or 1)
 
 
 def _model_params(ctx) -> dict[str, Any]:

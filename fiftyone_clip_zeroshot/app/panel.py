@@ -23,9 +23,9 @@ from fiftyone_clip_zeroshot.labeling.results import (
     prompt_stats,
 )
 from fiftyone_clip_zeroshot.labeling.runs import DetectRun, plugin_fields
+from fiftyone_clip_zeroshot.labeling.shards import DETECT_URI, run_status
 
 PANEL_NAME = "clip_zeroshot_panel"
-DETECT_URI = "@clip-zeroshot/fiftyone-clip-zeroshot/detect"
 TARGETS = {"DATASET": "Dataset", "CURRENT_VIEW": "Current view", "SELECTED_SAMPLES": "Selected samples"}
 DEFAULTS = dict(prompts="", method=METHODS[0], model=DEFAULT_MODEL, threshold=None, target="CURRENT_VIEW",
                 label_field="clip_detections", slider=0.5, direction="above")
@@ -125,7 +125,8 @@ class ClipZeroShotPanel(foo.Panel):
         field = ctx.panel.state.get("inspect_field")
         run = DetectRun.load(ctx.dataset, field) if field else None
         stats = prompt_stats(ctx.dataset, field, run) if field in detection_fields(ctx.dataset) else []
-        ctx.panel.state.set("summary", _summary_markdown(stats, run))
+        shards = str(run_status(ctx.dataset, field)) if run and run.shards else None
+        ctx.panel.state.set("summary", _summary_markdown(stats, run, shards))
         ctx.panel.state.set("heatmap_prompts", [s.prompt for s in stats if s.heatmap_field])
         ctx.panel.data.set("histogram", histogram_traces(stats))
 
@@ -199,7 +200,9 @@ def _prompts_markdown(text: str | None) -> str:
     return f"Will look for {len(prompts)}: " + " · ".join(f"`{p}`" for p in prompts)
 
 
-def _summary_markdown(stats, run: DetectRun | None) -> str:
+def _summary_markdown(stats, run: DetectRun | None, shards: str | None = None) -> str:
+    if shards:  # a sharded run: where its shards stand, then what they have labelled so far
+        return "```\n" + shards + "\n```\n\n" + (_summary_markdown(stats, run) if stats else "")
     if not stats:
         return NO_RUNS
     rows = ["| prompt | detections | samples | mean confidence |", "| --- | ---: | ---: | ---: |"]

@@ -58,9 +58,13 @@ class JobOperator(foo.Operator):
                     "immediate runs; labels so far are saved. Rerun with 'skip existing' or schedule it (delegate)."
                 )
         yield ctx.ops.reload_dataset()
-        summary = self._summary(job, done)
-        yield ctx.ops.notify(summary["message"], variant="warning" if job.failures else "success")
-        if ctx.panel_id:  # the panel's status line, instead of an output dialog over it
+        yield from self.report(ctx, self._summary(job, done))
+
+    def report(self, ctx, summary: dict[str, Any]):
+        """End an immediate run: a notification, and the summary in the panel's status line when a
+        panel started it, else in an output dialog."""
+        yield ctx.ops.notify(summary["message"], variant="warning" if summary.get("failed") else "success")
+        if ctx.panel_id:
             yield ctx.ops.patch_panel_state({PANEL_STATUS: summary["message"][0].upper() + summary["message"][1:]})
         else:
             yield ctx.ops.show_output(self.resolve_output(ctx).to_json(), summary)

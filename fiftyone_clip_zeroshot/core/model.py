@@ -104,23 +104,34 @@ class ClipModel:
         return self.encode_batches(len(images), lambda idx: images[idx])
 
     @torch.inference_mode()
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Unit-norm embeddings ``(N, D)`` float32 of one batch of 0..255 images, no batching."""
+        features = self.model.get_image_features(pixel_values=self.normalize(images)).pooler_output
+        return F.normalize(features.float(), dim=-1)
+
+    @torch.inference_mode()
     def encode_batches(
-        self, count: int, make_batch: Callable[[slice], torch.Tensor], batch_size: int | None = None
+        self,
+        count: int,
+        make_batch: Callable[[slice], torch.Tensor],
+        batch_size: int | None = None,
+        encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Embed ``count`` images produced batch by batch by ``make_batch(slice)`` (0..255, on device).
+        """Embed ``count`` images produced batch by batch by ``make_batch(slice)`` (0..255, on device)
+        with ``encode`` (default: ``image_features``; the dense localizer passes its patch tokens).
 
         Building each batch lazily keeps memory bounded. ``batch_size`` defaults to the model's;
         on out-of-memory the batch is halved and retried, and the smaller size becomes the
         model's ``max_batch`` for every later call.
         """
+        encode = encode or self.image_features
         out: list[torch.Tensor] = []
         start = 0
         while start < count:
             size = min(batch_size or self.batch_size, self.max_batch or count)
             stop = min(count, start + size)
             try:
-                pixels = self.normalize(make_batch(slice(start, stop)))
-                features = self.model.get_image_features(pixel_values=pixels).pooler_output
+                features = encode(make_batch(slice(start, stop)))
             except (RuntimeError, torch.OutOfMemoryError) as error:
                 if not is_out_of_memory(error) or stop - start == 1:
                     raise
@@ -129,7 +140,7 @@ class ClipModel:
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
                 continue
-            out.append(F.normalize(features.float(), dim=-1))
+            out.append(features)
             start = stop
         if not out:
             return torch.empty(0, self.model.config.projection_dim, device=self.device)

@@ -32,9 +32,9 @@ class PromptScorer:
         """``(N, D)`` unit embeddings → ``(N, P)`` probabilities in [0, 1]."""
         return torch.softmax(self.scale * embeddings @ self.text.T, dim=1)[:, : self.count]
 
-    def encode(self, count: int, make_batch) -> torch.Tensor:
+    def encode(self, count: int, make_batch, encode=None) -> torch.Tensor:
         """``model.encode_batches`` at this run's batch size."""
-        return self.model.encode_batches(count, make_batch, self.batch_size)
+        return self.model.encode_batches(count, make_batch, self.batch_size, encode)
 
     def boxes(self, pixels: torch.Tensor, xyxy: np.ndarray, margins: Sequence[float]) -> torch.Tensor:
         """Probabilities ``(N, P)`` of xyxy boxes, averaged over square crops with each margin."""

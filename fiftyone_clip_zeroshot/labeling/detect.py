@@ -6,8 +6,10 @@ yields progress, which is what both ``detect()`` and the App operator drive.
 
 from __future__ import annotations
 
+import contextlib
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,15 +23,19 @@ from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL, ClipModel
 from fiftyone_clip_zeroshot.core.options import LocalizeOptions, check_prompts
 from fiftyone_clip_zeroshot.labeling.fo_private import declare_fields
 from fiftyone_clip_zeroshot.labeling.jobs import (
+    DatabaseError,
+    LabelingError,
     Progress,
     SampleJob,
     check_field_name,
     check_target,
+    dataset_name,
     resolve_model,
     run_job,
 )
 from fiftyone_clip_zeroshot.labeling.labels import heatmap_fields, to_detections, to_heatmap
-from fiftyone_clip_zeroshot.labeling.runs import DetectRun
+from fiftyone_clip_zeroshot.labeling.runs import HEARTBEAT_EVERY, DetectRun, now, this_process
+from fiftyone_clip_zeroshot.labeling.shards import queue_shards, refuse_if_running
 
 HEATMAP_FOLDER = "clip-zeroshot-heatmaps"
 
@@ -57,6 +63,7 @@ class DetectJob(SampleJob):
         skip_failures: bool = True,
         skip_existing: bool = False,
         heatmap_root: str | Path | None = None,
+        shard_of: str | None = None,
         **options: Any,
     ):
         self.prompts = check_prompts(prompts)
@@ -66,31 +73,74 @@ class DetectJob(SampleJob):
         self.skip_failures = skip_failures
         self.field_types = {label_field: fo.Detections, **{f: fo.Heatmap for f in self.heatmap_fields}}
         check_target(samples, self.field_types)
+        previous = DetectRun.load(samples, label_field)
+        self.shard_of = shard_of
+        if shard_of is None:
+            refuse_if_running(previous, samples)
+            self.run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+            root = Path(heatmap_root) if heatmap_root else default_heatmap_root()
+            self.heatmap_dir = root / _safe(dataset_name(samples)) / label_field / self.run_id
+            self.stale_fields = [f for f in (previous.heatmap_fields if previous else [])
+                                 if f not in self.heatmap_fields]
+            self.previous_field_dir = previous.field_dir if previous else None
+        else:  # one shard of a run that ``queue_shards`` recorded: its folder and what it replaces
+            previous = _sharded_run(previous, label_field, shard_of)
+            self.run_id = shard_of
+            self.heatmap_dir = Path(previous.heatmap_dir) if previous.heatmap_dir else None
+            self.stale_fields = previous.stale_fields
+            self.previous_field_dir = Path(previous.previous_field_dir) if previous.previous_field_dir else None
         self.samples = samples.exists(label_field, False) if skip_existing else samples
         self.model = resolve_model(model, device)
-        self.run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-        root = Path(heatmap_root) if heatmap_root else default_heatmap_root()
-        dataset_name = getattr(samples, "dataset_name", None) or samples.name  # a view, or the dataset itself
-        self.heatmap_dir = root / _safe(dataset_name) / label_field / self.run_id
         self.fields = [self.label_field, *self.heatmap_fields]
+        self._run: DetectRun | None = None
+        self._last_beat = 0.0
         super().__init__()
 
+    @classmethod
+    def shard(cls, samples: fo.core.collections.SampleCollection, label_field: str, run_id: str,
+              device: str | None = None) -> DetectJob:
+        """The job of one shard of the sharded run ``run_id``: prompts, model and options come from
+        the run's record, so every shard (and every rerun of one) does what the run recorded."""
+        run = _sharded_run(DetectRun.load(samples, label_field), label_field, run_id)
+        return cls(samples, run.prompts, model=run.model, label_field=label_field, heatmaps=bool(run.heatmap_fields),
+                   device=device, shard_of=run_id, **run.options)
+
     def start(self) -> None:
-        previous = DetectRun.load(self.samples, self.label_field)
-        self._previous_field_dir = previous.field_dir if previous else None
-        self._stale = [f for f in (previous.heatmap_fields if previous else []) if f not in self.heatmap_fields]
         self._old_pngs: list[Path] = []
-        self._record_run()
+        if self.shard_of is None:
+            self._run = self._record_run()
+            self._last_beat = time.monotonic()
         declare_fields(self.samples, self.field_types)
 
     def finish(self) -> None:
         for path in self._old_pngs:
             path.unlink(missing_ok=True)
 
+    def steps(self) -> Iterator[tuple[int, int]]:
+        """``SampleJob.steps``, with the record's heartbeat while running and its final state
+        (done, or stopped by an error or interruption)."""
+        state = "stopped"
+        try:
+            for done, total in super().steps():
+                if self._run and time.monotonic() - self._last_beat > HEARTBEAT_EVERY:
+                    self._run.beat(self.samples)
+                    self._last_beat = time.monotonic()
+                yield done, total
+            state = "done"
+        except DatabaseError:
+            self._run = None  # nothing more can be recorded
+            raise
+        finally:
+            if self._run:
+                with contextlib.suppress(Exception):  # the database may be what stopped the run
+                    self._run.update(self.samples, state=state, heartbeat=now())
+
     def labels(self, sample: fo.Sample, pixels: torch.Tensor) -> dict[str, fo.Label | None]:
         labels: dict[str, fo.Label | None] = self._localize(sample, pixels)
-        self._old_pngs += _png_paths(sample, [*self.heatmap_fields, *self._stale], self._previous_field_dir)
-        labels.update({field: None for field in self._stale if sample.has_field(field)})
+        fields = [*self.heatmap_fields, *self.stale_fields]
+        self._old_pngs += [path for path in _png_paths(sample, fields, self.previous_field_dir)
+                           if path.parent != self.heatmap_dir]  # a rerun shard rewrites its own maps in place
+        labels.update({field: None for field in self.stale_fields if sample.has_field(field)})
         return labels
 
     def _localize(self, sample: fo.Sample, pixels: torch.Tensor) -> dict[str, fo.Label]:
@@ -108,13 +158,20 @@ class DetectJob(SampleJob):
             raise
         return labels
 
-    def _record_run(self) -> None:
-        """Record how the labels are made, with the values the run used (the model's batch size
-        where the run left it unset)."""
+    def record(self, **fields: Any) -> DetectRun:
+        """The record of this run: how the labels are made, with the values the run used (the
+        model's batch size where the run left it unset); ``fields``: other ``DetectRun`` fields."""
         options = replace(self.options, batch_size=self.options.batch_size or self.model.batch_size)
-        DetectRun(label_field=self.label_field, prompts=self.prompts, heatmap_fields=self.heatmap_fields,
-                  model=self.model.name, device=str(self.model.device), options=asdict(options),
-                  run_id=self.run_id, heatmap_dir=str(self.heatmap_dir)).save(self.samples)
+        return DetectRun(
+            label_field=self.label_field, prompts=self.prompts, heatmap_fields=self.heatmap_fields,
+            model=self.model.name, device=str(self.model.device), options=asdict(options), run_id=self.run_id,
+            heatmap_dir=str(self.heatmap_dir), stale_fields=self.stale_fields,
+            previous_field_dir=str(self.previous_field_dir) if self.previous_field_dir else None, **fields)
+
+    def _record_run(self) -> DetectRun:
+        run = self.record(owner=this_process(), heartbeat=now())
+        run.save(self.samples)
+        return run
 
 
 def detect(
@@ -130,6 +187,7 @@ def detect(
     skip_failures: bool = True,
     skip_existing: bool = False,
     progress: Progress = True,
+    shards: int | None = None,
     **options: Any,
 ) -> list[str]:
     """Localize ``prompts`` in every image of ``samples``; returns the names of the fields written.
@@ -151,6 +209,9 @@ def detect(
         skip_failures: leave samples whose image cannot be read without labels, and go on.
         skip_existing: skip samples that already have ``label_field``.
         progress: True, False or a callback ``(done, total)``.
+        shards: instead of running here, queue this many delegated operations over disjoint parts
+            of the samples, for ``fiftyone delegated launch`` workers (one per GPU) sharing this
+            database to run; ``run_status`` follows them. Needs a persistent dataset.
         **options: other ``LocalizeOptions`` fields (window scales, strides, ...).
     """
     job = DetectJob(
@@ -158,8 +219,23 @@ def detect(
         device=device, skip_failures=skip_failures, skip_existing=skip_existing,
         confidence_thresh=confidence_thresh, batch_size=batch_size, **options,
     )
+    if shards is not None:
+        run = queue_shards(job, shards, device=device)
+        print(f"queued {len(run.shards)} shards of run {run.run_id} over {job.total} samples; run "
+              "`fiftyone delegated launch` on each worker, and follow them with fz.run_status(dataset, "
+              f"{label_field!r})")
+        return job.fields
     run_job(job, progress)
     return job.fields
+
+
+def _sharded_run(run: DetectRun | None, label_field: str, run_id: str) -> DetectRun:
+    """``run`` if it is the sharded run ``run_id``; a shard of a replaced run has nothing to do."""
+    if run is None or run.run_id != run_id:
+        found = f"run {run.run_id}" if run else "no run"
+        raise LabelingError(f"this is a shard of run {run_id} on {label_field!r}, but the field's record is "
+                            f"{found} (a newer run replaced it); nothing to do")
+    return run
 
 
 def _png_paths(sample: fo.Sample, fields: list[str], field_dir: Path | None) -> list[Path]:

@@ -20,6 +20,7 @@ from typing import Any
 import fiftyone as fo
 import fiftyone.core.utils as fou
 import torch
+from pymongo.errors import PyMongoError
 
 from fiftyone_clip_zeroshot.core.errors import ClipZeroShotError
 from fiftyone_clip_zeroshot.core.images import load_image
@@ -36,6 +37,10 @@ Progress = bool | Callable[[int, int], None]
 
 class LabelingError(ClipZeroShotError, ValueError):
     """The run cannot start (bad target, field clash); nothing was written."""
+
+
+class DatabaseError(ClipZeroShotError, RuntimeError):
+    """The database went away mid-run; the samples saved before are kept."""
 
 
 @lru_cache(maxsize=2)
@@ -61,7 +66,7 @@ class SampleJob:
 
     def __init__(self) -> None:
         self.failures: dict[str, str] = {}
-        self.total = len(self.samples)
+        self.total = exact_count(self.samples)
 
     def labels(self, sample: fo.Sample, pixels: torch.Tensor) -> dict[str, Any]:
         """The field values to set on ``sample`` (raise to leave the sample untouched)."""
@@ -77,21 +82,27 @@ class SampleJob:
         """Process the samples one by one, yielding ``(done, total)`` after each."""
         self.start()
         done = 0
-        with ThreadPoolExecutor(PREFETCH) as pool:
-            images = prefetch_images(pool, self.samples.values("filepath"), self.model.device)
-            for sample, image in zip(self.samples.iter_samples(autosave=True, **SAVE_EVERY), images):
-                try:
-                    updates = self.labels(sample, image.result())
-                except Exception as error:  # noqa: BLE001 - reported per sample, see skip_failures
-                    if not self.skip_failures:
-                        raise
-                    self.failures[sample.id] = f"{type(error).__name__}: {error}"
-                    logger.warning("sample %s (%s) failed: %s", sample.id, sample.filepath, self.failures[sample.id])
-                else:
-                    for field, value in updates.items():
-                        sample[field] = value
-                done += 1
-                yield done, self.total
+        try:
+            with ThreadPoolExecutor(PREFETCH) as pool:
+                images = prefetch_images(pool, self.samples.values("filepath"), self.model.device)
+                for sample, image in zip(self.samples.iter_samples(autosave=True, **SAVE_EVERY), images):
+                    try:
+                        updates = self.labels(sample, image.result())
+                    except Exception as error:  # noqa: BLE001 - reported per sample, see skip_failures
+                        if not self.skip_failures:
+                            raise
+                        self.failures[sample.id] = f"{type(error).__name__}: {error}"
+                        logger.warning("sample %s (%s) failed: %s", sample.id, sample.filepath,
+                                       self.failures[sample.id])
+                    else:
+                        for field, value in updates.items():
+                            sample[field] = value
+                    done += 1
+                    yield done, self.total
+        except PyMongoError as error:
+            raise DatabaseError(
+                f"lost the database after {done} of {self.total} samples ({type(error).__name__}: {error}); the "
+                "samples saved before are kept: once it is back, rerun with skip_existing=True") from error
         self.finish()
         if self.failures:
             logger.warning("%d of %d samples failed; see job.failures", len(self.failures), self.total)
@@ -128,6 +139,17 @@ def prefetch_images(pool: ThreadPoolExecutor, paths: list[str], device: torch.de
     yield from queue
 
 
+def exact_count(samples: fo.core.collections.SampleCollection) -> int:
+    """The number of samples, counted: a whole dataset's ``len`` is MongoDB's estimate, which an
+    unclean database shutdown can leave wrong (even 0) until the collection is validated."""
+    return samples.count("id")
+
+
+def dataset_name(samples: fo.core.collections.SampleCollection) -> str:
+    """The name of the dataset behind ``samples`` (a view, or the dataset itself)."""
+    return getattr(samples, "dataset_name", None) or samples.name
+
+
 def check_field_name(name: str, what: str = "label_field") -> str:
     if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
         raise LabelingError(f"{what} must be a plain field name (letters, digits, _), got {name!r}")
@@ -147,7 +169,7 @@ def check_target(samples: Any, fields: dict[str, type]) -> None:
         raise LabelingError(
             "cannot write labels on a patches/frames/clips view; run on the source dataset or a view of it"
         )
-    if len(samples) == 0:
+    if exact_count(samples) == 0:
         raise LabelingError("the target has no samples (an empty view, or no samples selected); nothing to label")
     schema = samples.get_field_schema()
     for field, label_type in fields.items():

@@ -1,12 +1,20 @@
-"""The localizers as a ``fiftyone.core.models.Model``, so ``dataset.apply_model`` works out of the box."""
+"""The localizers as a ``fiftyone.core.models.Model``, so ``dataset.apply_model`` works out of the box.
+
+Where FiftyOne's torch utilities import (they need torchvision), the model is a
+``SupportsGetItem`` / ``TorchModelMixin`` one: ``apply_model(..., batch_size, num_workers)``
+decodes images in DataLoader workers and hands each batch to the localizer. Without them it
+decodes each image itself, and FiftyOne ignores ``num_workers``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import fiftyone as fo
 import fiftyone.core.models as fom
+import torch
 
 from fiftyone_clip_zeroshot.core.images import load_image
 from fiftyone_clip_zeroshot.core.localize import localize_tensor
@@ -16,15 +24,33 @@ from fiftyone_clip_zeroshot.labeling.jobs import resolve_model
 from fiftyone_clip_zeroshot.labeling.labels import to_detections
 
 
+@lru_cache(maxsize=1)
+def data_loader_ready() -> bool:
+    """Whether ``fiftyone.utils.torch`` (FiftyOne's DataLoader path) imports here."""
+    try:
+        import fiftyone.utils.torch  # noqa: F401
+    except (ImportError, RuntimeError):  # no torchvision, or one built for another torch
+        return False
+    return True
+
+
 class ClipZeroShotModel(fom.SamplesMixin, fom.Model):
     """Full-resolution zero-shot detection of ``prompts``; predicts ``fo.Detections`` per image.
 
-    With a sample at hand it decodes ``sample.filepath`` itself (EXIF orientation applied, as in
-    ``detect()``); otherwise it takes the HWC uint8 array FiftyOne passes.
+    Images are decoded from their file (EXIF orientation applied, 16-bit and palette images
+    converted, as in ``detect()``). Constructing one gives the DataLoader variant where
+    ``data_loader_ready()``.
 
         model = ClipZeroShotModel(["red circle", "blue star"], model="shapes-world")
-        dataset.apply_model(model, label_field="clip")
+        dataset.apply_model(model, label_field="clip", batch_size=4, num_workers=2)
     """
+
+    def __new__(cls, *args: Any, **kwargs: Any):
+        if cls is ClipZeroShotModel and data_loader_ready():
+            from fiftyone_clip_zeroshot.labeling.loader import LoaderClipZeroShotModel
+
+            cls = LoaderClipZeroShotModel
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -61,7 +87,13 @@ class ClipZeroShotModel(fom.SamplesMixin, fom.Model):
         self._preprocess = value
 
     def predict(self, arg: Any, sample: fo.Sample | None = None) -> fo.Detections:
-        pixels = load_image(sample.filepath if sample is not None else arg).to(self.clip.device)
+        """Detections in one image: a decoded ``(3, H, W)`` uint8 tensor (from a DataLoader
+        worker), else the sample's file, else the array FiftyOne passes."""
+        if isinstance(arg, torch.Tensor):
+            pixels = arg
+        else:
+            pixels = load_image(sample.filepath if sample is not None else arg)
+        pixels = pixels.to(self.clip.device, non_blocking=True)
         results = localize_tensor(pixels, self.prompts, self.clip, self.options)
         return to_detections(results, (int(pixels.shape[2]), int(pixels.shape[1])), self.options.method)
 

@@ -67,13 +67,10 @@ def dense_logits(
     side = min(image_hw) * opts.dense_tile
     grid = WindowGrid.build(image_hw, side, side * opts.dense_stride, size)
     resized = grid.resize(pixels)
-    cells, logits = [], []
-    for start in range(0, len(grid), scorer.batch_size or model.batch_size):
-        index = slice(start, start + (scorer.batch_size or model.batch_size))
-        tokens = patch_tokens(model, grid.crops(resized, index), opts.dense_attention)
-        logits.append(scorer.scale * tokens.flatten(0, 2) @ scorer.text.T)
-        cells.append(_patch_boxes(grid.boxes[index], tokens.shape[1]))
-    return coverage_mean(np.concatenate(cells), torch.cat(logits), image_hw, heat_hw)
+    tokens = scorer.encode(len(grid), lambda index: grid.crops(resized, index),
+                           encode=lambda tiles: patch_tokens(model, tiles, opts.dense_attention))
+    logits = scorer.scale * tokens.flatten(0, 2) @ scorer.text.T
+    return coverage_mean(_patch_boxes(grid.boxes, tokens.shape[1]), logits, image_hw, heat_hw)
 
 
 @torch.inference_mode()

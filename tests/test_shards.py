@@ -1,0 +1,103 @@
+"""Sharded runs in one process: how a run is split and queued, what a shard reads from the run's
+record, and what ``run_status`` reports (several real workers: test_workers.py)."""
+
+from pathlib import Path
+
+import fiftyone as fo
+import fiftyone.operators as foo
+import pytest
+from fiftyone.operators.delegated import DelegatedOperationService
+
+import fiftyone_clip_zeroshot as fz
+from fiftyone_clip_zeroshot.labeling.detect import DetectJob
+from fiftyone_clip_zeroshot.labeling.jobs import LabelingError
+from fiftyone_clip_zeroshot.labeling.runs import DetectRun
+from fiftyone_clip_zeroshot.labeling.shards import DETECT_URI, shard_view
+from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
+
+PROMPTS = ["red circle", "blue square"]
+RUN = dict(model="shapes-world", device="cpu", heatmap_size=96, window_scales=(0.2, 0.4), window_stride=0.5)
+
+
+@pytest.fixture()
+def dataset(tmp_root, request):
+    ds = load_shapes_dataset(f"shards-{request.node.name}", 5, tmp_root / "images" / request.node.name, seed=4,
+                             width=320, height=240)
+    ds.persistent = True
+    yield ds
+    DelegatedOperationService().delete_for_dataset(ds._doc.id)
+    ds.delete()
+
+
+def _boxes(samples, field):
+    return [[(d.label, d.bounding_box, d.confidence) for d in (x or [])] for x in samples.values(f"{field}.detections")]
+
+
+def test_shards_are_balanced_disjoint_id_ranges_queued_as_detect_operations(dataset):
+    fz.detect(dataset, PROMPTS, label_field="clip", shards=3, **RUN)
+    run = DetectRun.load(dataset, "clip")
+    assert run.state == "sharded" and [s["samples"] for s in run.shards] == [2, 2, 1]
+    parts = [set(shard_view(dataset, shard).values("id")) for shard in run.shards]
+    assert set.union(*parts) == set(dataset.values("id")) and sum(map(len, parts)) == len(dataset)
+    queued = DelegatedOperationService().get_queued_operations(operator=DETECT_URI, dataset_name=dataset.name)
+    assert sorted(str(op.id) for op in queued) == sorted(s["operation_id"] for s in run.shards)
+    status = fz.run_status(dataset, "clip")
+    assert status.state == "queued" and [(s.state, s.done) for s in status.shards] == [("queued", 0)] * 3
+    assert "shard 3: queued    0/1 samples" in str(status)
+    assert not dataset.exists("clip")  # nothing labelled until a worker runs them
+
+
+def test_shards_run_as_one_run_would_and_replace_the_previous_run(dataset, plugin_dir, tmp_root):
+    fz.detect(dataset, ["red circle", "green triangle"], label_field="clip", progress=False, **RUN)
+    old_maps = [Path(p) for p in dataset.values("clip_heatmap_green_triangle.map_path")]
+    assert all(p.is_file() for p in old_maps)
+    fz.detect(dataset, PROMPTS, label_field="single", progress=False, **RUN)
+    fz.detect(dataset, PROMPTS, label_field="clip", shards=2, **RUN)
+    DelegatedOperationService().execute_queued_operations(operator=DETECT_URI, dataset_name=dataset.name)
+    dataset.reload()
+    assert _boxes(dataset, "clip") == _boxes(dataset, "single")
+    assert dataset.count("clip_heatmap_green_triangle") == 0 and not any(p.exists() for p in old_maps)
+    status = fz.run_status(dataset, "clip")
+    assert status.state == "done" and [(s.state, s.done, s.samples) for s in status.shards] == [
+        ("completed", 3, 3), ("completed", 2, 2)]
+
+
+def test_a_field_with_shards_queued_is_refused_to_other_runs_but_not_to_its_shards(dataset, shapes_model):
+    fz.detect(dataset, PROMPTS, label_field="clip", shards=2, **RUN)
+    run = DetectRun.load(dataset, "clip")
+    with pytest.raises(LabelingError, match=f"being written by sharded run {run.run_id}: 2 of 2 shards"):
+        fz.detect(dataset, PROMPTS, label_field="clip", **RUN)
+    job = DetectJob.shard(shard_view(dataset, run.shards[0]), "clip", run.run_id, device="cpu")
+    assert job.prompts == PROMPTS and job.total == 3 and job.heatmap_dir == Path(run.heatmap_dir)
+    with pytest.raises(LabelingError, match="a newer run replaced it"):
+        DetectJob.shard(dataset, "clip", "20260101T000000-000000")
+
+
+def test_shards_need_a_persistent_dataset_and_a_positive_count_and_write_nothing_otherwise(dataset):
+    with pytest.raises(LabelingError, match="shards must be a positive integer"):
+        fz.detect(dataset, PROMPTS, label_field="clip", shards=0, **RUN)
+    dataset.persistent = False
+    with pytest.raises(LabelingError, match="set dataset.persistent = True"):
+        fz.detect(dataset, PROMPTS, label_field="clip", shards=2, **RUN)
+    assert not dataset.has_field("clip") and DetectRun.load(dataset, "clip") is None
+
+
+def test_detect_operator_queues_one_shard_per_worker(dataset, plugin_dir):
+    params = dict(prompts=", ".join(PROMPTS), label_field="clip", model="shapes-world", device="cpu", workers=2,
+                  view_target="DATASET")
+    result = foo.execute_operator(DETECT_URI, ctx=dict(view=dataset.view(), params=params))
+    result.raise_exceptions()
+    run = DetectRun.load(dataset, "clip")
+    assert len(run.shards) == 2 and run.prompts == PROMPTS
+    assert fz.run_status(dataset, "clip").state == "queued"
+    assert dataset.get_field("clip").document_type is fo.Detections
+
+
+def test_panel_shows_where_the_shards_of_the_inspected_run_stand(dataset, plugin_dir):
+    fz.detect(dataset, PROMPTS, label_field="clip", shards=2, **RUN)
+    panel = "@clip-zeroshot/fiftyone-clip-zeroshot/clip_zeroshot_panel"
+    result = foo.execute_operator(panel, ctx=dict(view=dataset.view(), params=dict(
+        value="clip", panel_id="panel-1", __method__="on_change_field", panel_state={})))
+    result.raise_exceptions()
+    shown = str(result.to_json())
+    assert "(2 queued; 0/5 samples)" in shown and "shard 2: queued    0/2 samples" in shown
