@@ -62,6 +62,16 @@ def test_shards_run_as_one_run_would_and_replace_the_previous_run(dataset, plugi
         ("completed", 3, 3), ("completed", 2, 2)]
 
 
+def test_a_shard_whose_samples_were_deleted_completes_with_nothing_to_do(dataset, plugin_dir):
+    fz.detect(dataset, PROMPTS, label_field="clip", shards=2, **RUN)
+    run = DetectRun.load(dataset, "clip")
+    dataset.delete_samples(shard_view(dataset, run.shards[1]))
+    DelegatedOperationService().execute_queued_operations(operator=DETECT_URI, dataset_name=dataset.name)
+    status = fz.run_status(dataset, "clip")
+    assert status.state == "done" and [(s.state, s.done) for s in status.shards] == [("completed", 3), ("completed", 0)]
+    assert dataset.count("clip") == 3
+
+
 def test_a_field_with_shards_queued_is_refused_to_other_runs_but_not_to_its_shards(dataset, shapes_model):
     fz.detect(dataset, PROMPTS, label_field="clip", shards=2, **RUN)
     run = DetectRun.load(dataset, "clip")

@@ -72,7 +72,7 @@ class DetectJob(SampleJob):
         self.heatmap_fields = heatmap_fields(label_field, self.prompts) if heatmaps else []
         self.skip_failures = skip_failures
         self.field_types = {label_field: fo.Detections, **{f: fo.Heatmap for f in self.heatmap_fields}}
-        check_target(samples, self.field_types)
+        check_target(samples, self.field_types, allow_empty=shard_of is not None)
         previous = DetectRun.load(samples, label_field)
         self.shard_of = shard_of
         if shard_of is None:

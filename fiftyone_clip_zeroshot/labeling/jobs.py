@@ -156,8 +156,9 @@ def check_field_name(name: str, what: str = "label_field") -> str:
     return name
 
 
-def check_target(samples: Any, fields: dict[str, type]) -> None:
-    """Refuse what cannot take our labels (``fields``: name → label type), before anything is written."""
+def check_target(samples: Any, fields: dict[str, type], allow_empty: bool = False) -> None:
+    """Refuse what cannot take our labels (``fields``: name → label type), before anything is written;
+    and an empty target unless ``allow_empty`` (a shard whose samples were deleted has nothing to do)."""
     if not isinstance(samples, fo.core.collections.SampleCollection):
         raise LabelingError(f"samples must be a FiftyOne dataset or view, got {type(samples).__name__}")
     if samples.media_type != "image":
@@ -169,7 +170,7 @@ def check_target(samples: Any, fields: dict[str, type]) -> None:
         raise LabelingError(
             "cannot write labels on a patches/frames/clips view; run on the source dataset or a view of it"
         )
-    if exact_count(samples) == 0:
+    if not allow_empty and exact_count(samples) == 0:
         raise LabelingError("the target has no samples (an empty view, or no samples selected); nothing to label")
     schema = samples.get_field_schema()
     for field, label_type in fields.items():
