@@ -92,6 +92,25 @@ def test_shards_need_a_persistent_dataset_and_a_positive_count_and_write_nothing
     assert not dataset.has_field("clip") and DetectRun.load(dataset, "clip") is None
 
 
+def test_a_failure_while_queuing_leaves_no_shard_queued(dataset, monkeypatch):
+    queue = DelegatedOperationService.queue_operation
+    calls = []
+
+    def lost_connection(self, **kwargs):
+        calls.append(kwargs)
+        if len(calls) == 2:
+            raise ConnectionError("database went away")
+        return queue(self, **kwargs)
+
+    monkeypatch.setattr(DelegatedOperationService, "queue_operation", lost_connection)
+    with pytest.raises(ConnectionError):
+        fz.detect(dataset, PROMPTS, label_field="clip", shards=3, **RUN)
+    assert not DelegatedOperationService().list_operations(operator=DETECT_URI, dataset_name=dataset.name)
+    assert DetectRun.load(dataset, "clip").state == "failed" and fz.run_status(dataset, "clip").state == "failed"
+    monkeypatch.undo()
+    fz.detect(dataset, PROMPTS, label_field="clip", shards=3, **RUN)  # the field is free
+
+
 def test_detect_operator_queues_one_shard_per_worker(dataset, plugin_dir):
     params = dict(prompts=", ".join(PROMPTS), label_field="clip", model="shapes-world", device="cpu", workers=2,
                   view_target="DATASET")

@@ -19,3 +19,9 @@ def declare_fields(samples: fo.core.collections.SampleCollection, fields: dict[s
     missing = {name: fo.EmbeddedDocumentField(kind) for name, kind in fields.items() if name not in schema}
     if missing:
         dataset._merge_sample_field_schema(missing)
+
+
+def serialized_view(view: fo.core.collections.SampleCollection) -> list[dict]:
+    """The view's stages as an operation's context stores them (public: only ``ctx.view`` in an
+    operator, which a queue without an App request has no way to build)."""
+    return view._serialize()

@@ -18,7 +18,7 @@ from fiftyone import ViewField as F
 from fiftyone.operators.delegated import DelegatedOperationService
 from fiftyone.operators.executor import ExecutionContext
 
-from fiftyone_clip_zeroshot.labeling.fo_private import declare_fields
+from fiftyone_clip_zeroshot.labeling.fo_private import declare_fields, serialized_view
 from fiftyone_clip_zeroshot.labeling.jobs import LabelingError, dataset_name
 from fiftyone_clip_zeroshot.labeling.runs import DetectRun
 
@@ -80,21 +80,21 @@ def queue_shards(job: DetectJob, shards: int, device: str | None = None,
     run.save(samples)
     declare_fields(samples, job.field_types)
     service = DelegatedOperationService()
+    queued = []
     try:
         for shard in plan:
             params = dict(label_field=job.label_field, shard_of=run.run_id, shard=shard["index"], device=device,
                           delegate=True)
             context = ExecutionContext(request_params=dict(
-                dataset_name=dataset_name(samples), view=shard_view(samples, shard)._serialize(), params=params,
+                dataset_name=dataset_name(samples), view=serialized_view(shard_view(samples, shard)), params=params,
                 delegated=True))
-            operation = service.queue_operation(
+            queued.append(service.queue_operation(
                 operator=DETECT_URI, context=context, delegation_target=delegation_target,
-                label=f"CLIP zero-shot: {job.label_field} shard {shard['index'] + 1}/{len(plan)}")
-            shard["operation_id"] = str(operation.id)
+                label=f"CLIP zero-shot: {job.label_field} shard {shard['index'] + 1}/{len(plan)}").id)
+            shard["operation_id"] = str(queued[-1])
     except BaseException:
-        for shard in plan:
-            if shard["operation_id"]:
-                service.delete_operation(shard["operation_id"])
+        for operation_id in queued:  # all shards or none
+            service.delete_operation(operation_id)
         run.update(samples, state="failed")
         raise
     run.update(samples, shards=plan)
