@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -32,7 +32,12 @@ class PromptScorer:
         """``(N, D)`` unit embeddings → ``(N, P)`` probabilities in [0, 1]."""
         return torch.softmax(self.scale * embeddings @ self.text.T, dim=1)[:, : self.count]
 
-    def encode(self, count: int, make_batch, encode=None) -> torch.Tensor:
+    def encode(
+        self,
+        count: int,
+        make_batch: Callable[[slice], torch.Tensor],
+        encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """``model.encode_batches`` at this run's batch size."""
         return self.model.encode_batches(count, make_batch, self.batch_size, encode)
 

@@ -39,7 +39,7 @@ class DetectRun:
     state: str = "running"  # running | done | failed | stopped; a sharded run: "sharded" (see shards)
     owner: str | None = None  # "host pid" of the process running it (unsharded runs)
     heartbeat: str | None = None  # ISO time of its last sign of life (unsharded runs)
-    shards: list[dict[str, Any]] = field(default_factory=list)  # see labeling.shards.Shard
+    shards: list[dict[str, Any]] = field(default_factory=list)  # see labeling.shards.queue_shards
     stale_fields: list[str] = field(default_factory=list)  # heatmap fields of the previous run to clear
     previous_field_dir: str | None = None  # where the previous run's PNG heatmaps are (to delete them)
 
@@ -59,19 +59,20 @@ class DetectRun:
 
     def save(self, samples: fo.core.collections.SampleCollection) -> None:
         """Record this run on the samples' dataset, replacing the previous record of its field."""
-        config = samples.init_run(method=self.method, **asdict(self))
-        samples.register_run(run_key(self.label_field), config, overwrite=True, cleanup=False)
+        samples.register_run(run_key(self.label_field), self._config(samples), overwrite=True, cleanup=False)
 
     def update(self, samples: fo.core.collections.SampleCollection, **changes: Any) -> None:
         """Change fields of this (already saved) record in place, e.g. its state or heartbeat."""
         for name, value in changes.items():
             setattr(self, name, value)
-        config = samples.init_run(method=self.method, **asdict(self))
-        samples.update_run_config(run_key(self.label_field), config)
+        samples.update_run_config(run_key(self.label_field), self._config(samples))
 
-    def beat(self, samples: fo.core.collections.SampleCollection, state: str = "running") -> None:
-        """Record a sign of life (and the state) of the process running this run."""
-        self.update(samples, state=state, owner=this_process(), heartbeat=now())
+    def beat(self, samples: fo.core.collections.SampleCollection) -> None:
+        """Record a sign of life of the process running this run."""
+        self.update(samples, heartbeat=now())
+
+    def _config(self, samples: fo.core.collections.SampleCollection) -> fo.core.runs.RunConfig:
+        return samples.init_run(method=self.method, **asdict(self))
 
     def alive(self) -> bool:
         """Whether an unsharded run is still running: marked so, with its process alive (when it ran
