@@ -2,7 +2,7 @@
 
 The core (``load_model``, ``localize``) does not import FiftyOne; ``detect``, ``run_status``, ``ClipZeroShotModel``
 and the curation functions (``verify``, ``classify``, ``evaluate``, ``tag_for_review``,
-``review_view``) do, and are imported on first use.
+``review_view``) and ``open_panel`` (the App panel beside the grid) do, and are imported on first use.
 """
 
 from fiftyone_clip_zeroshot.core import (
@@ -30,6 +30,7 @@ _FIFTYONE_API = {
     "tag_for_review": "fiftyone_clip_zeroshot.labeling.curate",
     "review_view": "fiftyone_clip_zeroshot.labeling.curate",
     "EvaluationReport": "fiftyone_clip_zeroshot.labeling.curate",
+    "open_panel": "fiftyone_clip_zeroshot.app.panel",
 }
 
 __all__ = [

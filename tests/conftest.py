@@ -15,18 +15,16 @@ os.environ.update(
     FIFTYONE_PLUGINS_DIR=str(_ROOT / "plugins"),
     FIFTYONE_CONFIG_PATH=str(_ROOT / "fiftyone-config.json"),
     FIFTYONE_DO_NOT_TRACK="true",
+    FIFTYONE_DATABASE_VALIDATION="false",  # no notice about the embedded mongod 6.0.5 in every subprocess
     HF_HOME=str(_ROOT / "hf"),
     HF_HUB_OFFLINE="1",
 )
 
-import fiftyone as fo  # noqa: E402
 import psutil  # noqa: E402
 import pytest  # noqa: E402
 
 from fiftyone_clip_zeroshot import load_model  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-
+from fiftyone_clip_zeroshot.plugin.install import install_plugin  # noqa: E402
 
 _CLEANUP = """
 import shutil, sys
@@ -42,6 +40,14 @@ shutil.rmtree(sys.argv[1], ignore_errors=True)
 """
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """pytest's own temporary folders (``tmp_path``, mongod data dirs among them) go under the
+    temporary root too, so they are removed with it instead of piling up in the system temp dir."""
+    if not config.option.basetemp:
+        config.option.basetemp = str(_ROOT / "pytest")
+
+
 def pytest_unconfigure(config):
     """Leave nothing behind (database, datasets, heatmaps, plugin link): a detached process
     removes the temporary folder once this one and its embedded MongoDB have exited, since
@@ -49,6 +55,18 @@ def pytest_unconfigure(config):
     pids = [os.getpid(), *(p.pid for p in psutil.Process().children(recursive=True))]
     subprocess.Popen([sys.executable, "-c", _CLEANUP, str(_ROOT), *map(str, pids)], start_new_session=True,
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="session")
+def say(request):
+    """Print a line at once, past pytest's capture: progress inside a long fixture."""
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+
+    def write(message: str) -> None:
+        if reporter is not None:
+            reporter.write_line(message)
+
+    return write
 
 
 @pytest.fixture(scope="session")
@@ -64,9 +82,5 @@ def shapes_model():
 
 @pytest.fixture(scope="session")
 def plugin_dir(tmp_root):
-    """The repository itself, linked into the temp plugins dir, as a user would clone it there."""
-    link = Path(fo.config.plugins_dir) / "fiftyone-clip-zeroshot"
-    link.parent.mkdir(parents=True, exist_ok=True)
-    if not link.exists():
-        link.symlink_to(REPO, target_is_directory=True)
-    return link
+    """The repository itself, linked into the temp plugins dir as the demo command links it."""
+    return install_plugin()

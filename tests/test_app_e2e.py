@@ -15,6 +15,7 @@ from pathlib import Path
 import fiftyone as fo
 import pytest
 
+import fiftyone_clip_zeroshot as fz
 from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -132,6 +133,10 @@ def test_detect_operator_from_the_app_on_two_selected_samples(app, page):
     dataset, url, session = app
     page.goto(url)
     _dismiss_banner(page)
+    page.locator('[title="New panel"]').click()  # the panel is offered beside the built-in ones
+    page.locator('[data-cy="new-panel-option-clip_zeroshot_panel"]').wait_for()
+    page.mouse.click(700, 700)  # on the menu's backdrop: closes it
+    page.locator('[data-cy="new-panel-option-clip_zeroshot_panel"]').wait_for(state="detached")
     selected = _select_in_grid(page, session, dataset, SELECT)
     checked = page.locator('input[data-cy="looker-checkbox-input-"]:checked')
     assert _wait_for(lambda: checked.count() == len(SELECT), 30), f"{checked.count()} tiles checked in the grid"
@@ -177,13 +182,11 @@ def test_panel_runs_on_two_selected_samples_and_shows_a_histogram(app, page):
     page.goto(url)
     _dismiss_banner(page)
     selected = _select_in_grid(page, session, dataset, SELECT)
-    page.locator('[title="New panel"]').click()
-    page.get_by_text("CLIP zero-shot", exact=True).click()
+    fz.open_panel(session)  # the README's way: the grid and the panel side by side
     page.get_by_role("button", name="Run detection").wait_for()
     page.screenshot(path=ARTIFACTS / "panel-open.png")
-    model = page.locator('input[value="openai/clip-vit-base-patch32"]')
-    model.fill("shapes-world")
-    model.press("Tab")
+    page.locator('input[value="shapes-world"]').wait_for()  # offline, the model a newcomer can run at once
+    assert sorted(session.selected) == sorted(selected)
     _type_prompts(page)
     page.get_by_role("button", name="Run detection").click()  # at once: nothing typed may be lost
 

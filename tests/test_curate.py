@@ -97,20 +97,27 @@ def test_zero_shot_classification_of_single_shape_images(tmp_root, shapes_model)
 
 def test_evaluate_tag_and_review(tmp_root, shapes_model):
     dataset = load_shapes_dataset("review-loop", 6, tmp_root / "images" / "review", seed=7)
-    fz.detect(dataset, list(CLASSES[:10]), model=shapes_model, label_field="pred", heatmaps=False, progress=False)
-    report = fz.evaluate(dataset, "pred", eval_key="eval")
+    prompts = list(CLASSES[:10])
+    fz.detect(dataset, prompts, model=shapes_model, label_field="pred", heatmaps=False, progress=False)
+    everything = fz.evaluate(dataset, "pred", eval_key="eval", classes="all")  # then replaced under the same key
+    report = fz.evaluate(dataset, "pred", eval_key="eval")  # by default: only the prompted classes count
     print(report)
+    dataset.reload()
     predictions = dataset.values("pred.detections", unwind=True)
-    truths = [d for d in dataset.values("ground_truth.detections", unwind=True)]
+    truths = dataset.values("ground_truth.detections", unwind=True)
+    prompted = [d for d in truths if d.label in prompts]
+    assert report.classes == prompts and "prompted" in str(report) and len(prompted) < len(truths)
+    assert everything.classes is None and everything.tp + everything.fn == len(truths)
     assert report.tp + report.fp == len(predictions)
-    assert report.tp + report.fn == len(truths) and report.tp == sum(d.eval == "tp" for d in predictions)
-    assert 0 <= report.map <= 1 and set(report.per_class) >= {d.label for d in predictions}
+    assert report.tp + report.fn == len(prompted) and report.tp == sum(d.eval == "tp" for d in predictions)
+    assert all(getattr(d, "eval", None) is None for d in truths if d.label not in prompts)  # no stale outcome
+    assert 0 <= report.map <= 1 and set(report.per_class) == set(prompts)
     assert sum(row["tp"] for row in report.per_class.values()) == report.tp
     assert "mAP@[.5:.95]" in str(report)
 
     tagged = fz.tag_for_review(dataset, "pred", confidence_below=0.7, eval_key="eval", gt_field="ground_truth")
     expected_pred = {d.id for d in predictions if d.confidence < 0.7 or d.eval == "fp"}
-    expected_gt = {d.id for d in truths if d.eval == "fn"}
+    expected_gt = {d.id for d in prompted if d.eval == "fn"}
     dataset.reload()
     got_pred = {d.id for d in dataset.values("pred.detections", unwind=True) if REVIEW_TAG in d.tags}
     got_gt = {d.id for d in dataset.values("ground_truth.detections", unwind=True) if REVIEW_TAG in d.tags}
@@ -120,6 +127,10 @@ def test_evaluate_tag_and_review(tmp_root, shapes_model):
     assert len(patches) == report.fp + report.fn - patches.count_values("type").get("tp", 0)
     assert set(patches.distinct("type")) <= {"fp", "fn"}
     assert len(fz.review_view(dataset, "pred")) == len(expected_pred)
+    given = fz.evaluate(dataset, "pred", eval_key="eval_two", classes=prompts[:2])
+    assert given.classes == prompts[:2] and set(given.per_class) == set(prompts[:2])
+    with pytest.raises(fz.OptionsError, match="'all'"):
+        fz.evaluate(dataset, "pred", classes="red circle")
     dataset.delete()
 
 

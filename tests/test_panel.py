@@ -11,6 +11,7 @@ from fiftyone_clip_zeroshot.labeling.results import (
     detection_fields,
     fields_to_show,
     histogram_traces,
+    overwrite_note,
     prompt_stats,
 )
 from fiftyone_clip_zeroshot.labeling.runs import DetectRun, plugin_fields
@@ -97,7 +98,7 @@ def test_panel_is_registered_and_its_handlers_run_tag_and_filter(labelled, plugi
     _call(dataset, "on_tag", state)
     tagged = [d for d in dataset.values("panel_clip.detections", unwind=True) if REVIEW_TAG in d.tags]
     assert len(tagged) == sum(c < 0.7 for c in confidences)
-    for method in ("on_slider", "on_change_selected", "on_clear", "on_prompts"):
+    for method in ("on_slider", "on_change_selected", "on_clear", "on_edit"):
         _call(dataset, method, state)
     _call(dataset, "on_show_heatmap", state, prompt="yellow circle")
     _call(dataset, run["on_error"].split("#")[1], state, error="Traceback ...\nValueError: no such model")
@@ -106,6 +107,30 @@ def test_panel_is_registered_and_its_handlers_run_tag_and_filter(labelled, plugi
         r["operator_uri"] != "prompt_user_for_operation" for r in refused.to_json()["executor"]["requests"])
     assert sorted(dataset.exists("panel_clip").values("id")) == sorted(selected)
     dataset.delete()
+
+
+def _state_after(result) -> dict:
+    """The panel state a handler left, as the App would hold it after applying the handler's patches."""
+    state = {}
+    for request in result.to_json()["executor"]["requests"]:
+        if request["operator_uri"] in ("set_panel_state", "patch_panel_state"):
+            state.update(request["params"]["state"])
+    return state
+
+
+def test_panel_defaults_fit_a_newcomer_offline(labelled, plugin_dir, shapes_model):
+    """Offline, the model defaults to a packaged one; the field to write is one no run wrote; and
+    Inspect opens on the plugin's field with the most samples, not on the newest run."""
+    fz.detect(labelled.take(1, seed=0), ["red star"], model=shapes_model, label_field="clip_detections",
+              progress=False, **FAST)  # newer, but 1 sample against the 5 of 'clip'
+    state = _state_after(_call(labelled, "on_load", {}))
+    assert state["model"] == "shapes-world"  # HF_HUB_OFFLINE: openai/clip-vit-base-patch32 cannot load
+    assert state["label_field"] == "clip_detections_2"
+    assert state["inspect_field"] == "clip"
+    assert "holds run" in overwrite_note(labelled, "clip_detections") and overwrite_note(labelled, "new") == ""
+    assert "another kind of field" in overwrite_note(labelled, "filepath")
+    labelled.delete_sample_field("clip_detections")
+    labelled.delete_run("clip_zeroshot_clip_detections")
 
 
 def test_large_targets_are_delegated(plugin_dir, tmp_root):

@@ -29,7 +29,7 @@ from fiftyone_clip_zeroshot.app.panel import PANEL_NAME
 from fiftyone_clip_zeroshot.app.runner import DELEGATE_ABOVE, USER_ERRORS, JobOperator, job_config
 from fiftyone_clip_zeroshot.core.classify import DEFAULT_TEMPLATE
 from fiftyone_clip_zeroshot.core.localizers import METHODS, SUMMARIES
-from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL, available_models, model_hint
+from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL, available_models, form_default_model, model_hint
 from fiftyone_clip_zeroshot.core.options import parse_prompts, thresholds_text
 from fiftyone_clip_zeroshot.labeling.curate import (
     MISMATCH_TAG,
@@ -41,6 +41,7 @@ from fiftyone_clip_zeroshot.labeling.curate import (
     tag_for_review,
 )
 from fiftyone_clip_zeroshot.labeling.detect import DetectJob
+from fiftyone_clip_zeroshot.labeling.results import unused_field_name
 from fiftyone_clip_zeroshot.labeling.shards import queue_shards
 
 SEPARATED = "separated by commas or new lines"
@@ -70,7 +71,8 @@ class DetectWithClip(JobOperator):
         for name in METHODS:
             method.add_choice(name, label=name.replace("_", " ").capitalize(), description=SUMMARIES[name])
         inputs.enum("method", method.values(), default=METHODS[0], label="Method", view=method)
-        inputs.str("label_field", default="clip_detections", required=True, label="Detections field")
+        inputs.str("label_field", default=unused_field_name(ctx.dataset), required=True, label="Detections field",
+                   description="A new name keeps earlier runs; an existing field's detections are replaced")
         inputs.bool("heatmaps", default=True, label="Store heatmaps", description="One heatmap field per prompt")
         inputs.float("confidence_thresh", min=0.0, max=1.0, label="Confidence threshold",
                      description=f"Empty: the method's default ({thresholds_text()})")
@@ -233,8 +235,8 @@ def _run_inputs(ctx, inputs: types.Object) -> None:
     models = types.AutocompleteView()
     for name in dict.fromkeys([*available_models(), *SUGGESTED_MODELS]):
         models.add_choice(name, label=name)
-    hint = model_hint(ctx.params.get("model") or DEFAULT_MODEL)
-    inputs.str("model", default=DEFAULT_MODEL, label="CLIP model", view=models,
+    hint = model_hint(ctx.params.get("model") or form_default_model())
+    inputs.str("model", default=form_default_model(), label="CLIP model", view=models,
                description=hint or "Hugging Face id, local folder, or 'shapes-world' (the offline demo model)")
     device = types.Dropdown()
     for choice in ("auto", "cuda", "cpu"):

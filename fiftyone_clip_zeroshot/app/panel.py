@@ -7,28 +7,31 @@ the detect operator (``app.runner`` runs it, immediately with progress or delega
 
 from __future__ import annotations
 
+import fiftyone as fo
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from fiftyone_clip_zeroshot.app.runner import DELEGATE_ABOVE, PANEL_STATUS
 from fiftyone_clip_zeroshot.core.localizers import METHODS
-from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL, available_models, model_hint
+from fiftyone_clip_zeroshot.core.model import available_models, form_default_model, model_hint
 from fiftyone_clip_zeroshot.core.options import OptionsError, check_prompts, parse_prompts, thresholds_text
 from fiftyone_clip_zeroshot.labeling.curate import REVIEW_TAG, tag_for_review
 from fiftyone_clip_zeroshot.labeling.results import (
+    busiest_field,
     confidence_view,
     detection_fields,
     fields_to_show,
     histogram_traces,
+    overwrite_note,
     prompt_stats,
+    unused_field_name,
 )
-from fiftyone_clip_zeroshot.labeling.runs import DetectRun, plugin_fields
+from fiftyone_clip_zeroshot.labeling.runs import DetectRun
 from fiftyone_clip_zeroshot.labeling.shards import DETECT_URI, run_status
 
 PANEL_NAME = "clip_zeroshot_panel"
 TARGETS = {"DATASET": "Dataset", "CURRENT_VIEW": "Current view", "SELECTED_SAMPLES": "Selected samples"}
-DEFAULTS = dict(prompts="", method=METHODS[0], model=DEFAULT_MODEL, threshold=None, target="CURRENT_VIEW",
-                label_field="clip_detections", slider=0.5, direction="above")
+DEFAULTS = dict(prompts="", method=METHODS[0], threshold=None, target="CURRENT_VIEW", slider=0.5, direction="above")
 NO_RUNS = "No detections of this plugin in the selected field yet: run detection above, or pick a field."
 
 
@@ -41,14 +44,17 @@ class ClipZeroShotPanel(foo.Panel):
                                help_markdown="Type prompts, run CLIP detection on the target, inspect and curate.")
 
     def on_load(self, ctx) -> None:
-        for key, value in DEFAULTS.items():
-            if ctx.panel.state.get(key) is None and value is not None:
-                ctx.panel.state.set(key, value)
+        """Defaults a newcomer can run at once: a model that loads here, a field no run wrote yet,
+        and Inspect on the plugin's field with the most samples (never someone else's field)."""
+        state = ctx.panel.state
+        defaults = dict(DEFAULTS, model=form_default_model(), label_field=unused_field_name(ctx.dataset))
+        for key, value in defaults.items():
+            if state.get(key) is None and value is not None:
+                state.set(key, value)
         if ctx.selected:
-            ctx.panel.state.set("target", "SELECTED_SAMPLES")
-        ours = plugin_fields(ctx.dataset)
-        if ctx.panel.state.get("inspect_field") not in detection_fields(ctx.dataset):
-            ctx.panel.state.set("inspect_field", ours[0] if ours else None)  # never someone else's field
+            state.set("target", "SELECTED_SAMPLES")
+        if state.get("inspect_field") not in detection_fields(ctx.dataset):
+            state.set("inspect_field", busiest_field(ctx.dataset))
         self._refresh(ctx)
 
     def on_change_selected(self, ctx) -> None:
@@ -62,8 +68,9 @@ class ClipZeroShotPanel(foo.Panel):
         ctx.panel.state.set("inspect_field", ctx.params.get("value"))
         self._refresh(ctx)
 
-    def on_prompts(self, ctx) -> None:
-        """Show the prompts as the run will read them (render follows every handler)."""
+    def on_edit(self, ctx) -> None:
+        """After an edit of the prompts or the field: show the prompts as the run will read them, and
+        what the field would replace (render follows every handler)."""
 
     def on_run(self, ctx) -> None:
         """Start the detect operator on the target: immediately, its progress in the status line,
@@ -76,8 +83,8 @@ class ClipZeroShotPanel(foo.Panel):
             return
         count = len(_target_view(ctx))
         params = dict(prompts=", ".join(prompts), method=state.get("method") or METHODS[0],
-                      model=state.get("model") or DEFAULT_MODEL,
-                      label_field=state.get("label_field") or "clip_detections",
+                      model=state.get("model") or form_default_model(),
+                      label_field=state.get("label_field") or unused_field_name(ctx.dataset),
                       confidence_thresh=state.get("threshold"), view_target=state.get("target"),
                       delegate=count > DELEGATE_ABOVE, panel_id=ctx.panel_id)
         ctx.prompt(DETECT_URI, params=params, on_success=self.on_run_done, on_error=self.on_run_failed,
@@ -134,7 +141,7 @@ class ClipZeroShotPanel(foo.Panel):
         state = ctx.panel.state
         panel = types.Object()
         panel.md("**Run**", name="run_header")
-        panel.str("prompts", label="Prompts", default=state.get("prompts") or "", on_change=self.on_prompts,
+        panel.str("prompts", label="Prompts", default=state.get("prompts") or "", on_change=self.on_edit,
                   view=types.TextFieldView(multiline=True, rows=2),
                   description="Separated by commas or new lines, e.g. 'a fluffy cat, a butterfly'")
         panel.md(_prompts_markdown(state.get("prompts")), name="parsed_prompts")
@@ -143,7 +150,7 @@ class ClipZeroShotPanel(foo.Panel):
             method.add_choice(name, label=name.replace("_", " "))
         panel.enum("method", method.values(), label="Method", view=method, default=state.get("method"))
         panel.str("model", label="CLIP model", default=state.get("model"),
-                  description=model_hint(state.get("model") or DEFAULT_MODEL)
+                  description=model_hint(state.get("model") or form_default_model())
                   or "Hugging Face id, local folder, or one of: " + ", ".join(available_models()))
         panel.float("threshold", label="Confidence threshold", min=0, max=1,
                     description=f"empty: the method's default ({thresholds_text()})")
@@ -152,7 +159,8 @@ class ClipZeroShotPanel(foo.Panel):
             target.add_choice(value, label=label)
         panel.enum("target", target.values(), label=f"Target ({len(_target_view(ctx))} samples)", view=target,
                    default=state.get("target"))
-        panel.str("label_field", label="Write detections to", default=state.get("label_field"))
+        panel.str("label_field", label="Write detections to", default=state.get("label_field"),
+                  on_change=self.on_edit, description=overwrite_note(ctx.dataset, state.get("label_field")))
         panel.btn("run", label="Run detection", on_click=self.on_run, variant="contained")
         if state.get(PANEL_STATUS):
             panel.md(state.get(PANEL_STATUS), name=PANEL_STATUS)
@@ -182,6 +190,19 @@ class ClipZeroShotPanel(foo.Panel):
         panel.btn("tag", label=f"Tag labels below the slider '{REVIEW_TAG}'", on_click=self.on_tag)
         panel.btn("clear", label="Clear filter", on_click=self.on_clear)
         return types.Property(panel, view=types.GridView(orientation="vertical", gap=1, padding=2))
+
+
+def open_panel(session: fo.Session) -> None:
+    """Show the samples grid and the CLIP zero-shot panel side by side in ``session``'s App.
+
+    Args:
+        session: what ``fo.launch_app`` returned.
+    """
+    def tab(panel: fo.Panel) -> fo.Space:  # a space showing one panel, its tab active
+        return fo.Space(children=[panel], active_child=panel.component_id)
+
+    session.spaces = fo.Space(orientation="horizontal", children=[
+        tab(fo.Panel(type="Samples", pinned=True)), tab(fo.Panel(type=PANEL_NAME))])
 
 
 def _target_view(ctx):

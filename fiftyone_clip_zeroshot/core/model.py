@@ -12,6 +12,7 @@ import socket
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -243,6 +244,15 @@ def available_models() -> list[str]:
         repos = []
     cached = sorted(r.repo_id for r in repos if r.repo_type == "model" and "clip" in r.repo_id.lower())
     return [*PACKAGED_MODELS, *cached]
+
+
+@lru_cache(maxsize=1)
+def form_default_model() -> str:
+    """The model a form should offer first: ``DEFAULT_MODEL`` where it can load (in the local cache,
+    or the hub answers), else the packaged demo model, so that a newcomer offline can run at once."""
+    if DEFAULT_MODEL in available_models() or _hub_reachable():
+        return DEFAULT_MODEL
+    return next(iter(PACKAGED_MODELS))
 
 
 def model_hint(name: str) -> str:

@@ -30,6 +30,7 @@ from fiftyone_clip_zeroshot.labeling.jobs import (
     run_job,
 )
 from fiftyone_clip_zeroshot.labeling.labels import pixel_xyxy
+from fiftyone_clip_zeroshot.labeling.runs import DetectRun
 
 MISMATCH_TAG = "clip:mismatch"
 REVIEW_TAG = "needs_review"
@@ -202,7 +203,8 @@ def classify(
 
 @dataclass
 class EvaluationReport:
-    """A short summary of ``evaluate_detections``: COCO mAP, per-class AP and TP/FP/FN counts."""
+    """A short summary of ``evaluate_detections``: COCO mAP, per-class AP and TP/FP/FN counts, over
+    ``classes`` (None: every class); ``scope`` says in words which classes were counted."""
 
     eval_key: str
     map: float
@@ -210,6 +212,8 @@ class EvaluationReport:
     fp: int
     fn: int
     per_class: dict[str, dict[str, float]] = field(default_factory=dict)
+    classes: list[str] | None = None
+    scope: str = "every class of both fields"
 
     @property
     def precision(self) -> float:
@@ -223,6 +227,7 @@ class EvaluationReport:
         lines = [f"evaluation {self.eval_key!r}: mAP@[.5:.95] {self.map:.3f}   "
                  f"TP {self.tp}  FP {self.fp}  FN {self.fn}   "
                  f"precision {self.precision:.2f}  recall {self.recall:.2f}",
+                 f"classes: {self.scope}",
                  f"{'class':<24}{'AP':>7}{'TP':>5}{'FP':>5}{'FN':>5}"]
         for name, row in self.per_class.items():
             ap = f"{row['ap']:>7.3f}" if row["ap"] >= 0 else f"{'n/a':>7}"  # FiftyOne: -1 = no ground truth
@@ -236,9 +241,14 @@ def evaluate(
     gt_field: str = "ground_truth",
     eval_key: str = "eval",
     iou: float = 0.5,
+    classes: Sequence[str] | str | None = None,
 ) -> EvaluationReport:
     """FiftyOne's COCO-style ``evaluate_detections`` (TP/FP/FN per label under ``eval_key``, mAP)
-    plus a printable per-class report. Classes are the ground truth's and the predictions' labels.
+    plus a printable per-class report.
+
+    By default only the classes that were prompted count: the prompts of the ``detect`` run that
+    wrote ``pred_field``, so ground truth of classes nobody asked for is not "missed". Labels of
+    other classes, in both fields, get no evaluation attributes.
 
     Args:
         samples: a dataset or view with both fields.
@@ -246,10 +256,17 @@ def evaluate(
         gt_field: the ground-truth ``fo.Detections`` field.
         eval_key: where FiftyOne stores the evaluation (and each label's tp/fp/fn).
         iou: IoU at which a prediction matches a ground-truth box.
+        classes: the classes to count: None (the run's prompts; every class for a field that no
+            ``detect`` run wrote), ``"all"`` (every class of both fields) or a list.
     """
-    results = samples.evaluate_detections(pred_field, gt_field=gt_field, eval_key=eval_key, iou=iou, compute_mAP=True,
-                                          progress=False)
-    preds, gts = _outcomes(samples, pred_field, eval_key), _outcomes(samples, gt_field, eval_key)
+    names, scope = _evaluated_classes(samples, pred_field, classes)
+    view = samples
+    if names is not None:
+        view = (samples.filter_labels(gt_field, F("label").is_in(names), only_matches=False)
+                .filter_labels(pred_field, F("label").is_in(names), only_matches=False))
+    results = view.evaluate_detections(pred_field, gt_field=gt_field, eval_key=eval_key, iou=iou, classes=names,
+                                       compute_mAP=True, progress=False)
+    preds, gts = _outcomes(view, pred_field, eval_key), _outcomes(view, gt_field, eval_key)
     per_class = {name: dict(ap=float(results.mAP(classes=[name])), tp=preds[name, "tp"], fp=preds[name, "fp"],
                             fn=gts[name, "fn"]) for name in results.classes}
 
@@ -257,7 +274,24 @@ def evaluate(
         return sum(n for (_, kind), n in counts.items() if kind == outcome)
 
     return EvaluationReport(eval_key, float(results.mAP()), total(preds, "tp"), total(preds, "fp"), total(gts, "fn"),
-                            per_class)
+                            per_class, names, scope)
+
+
+def _evaluated_classes(samples: fo.core.collections.SampleCollection, pred_field: str,
+                       classes: Sequence[str] | str | None) -> tuple[list[str] | None, str]:
+    """The classes ``evaluate`` counts (None: all) and a line saying which they are and why."""
+    if classes == "all":
+        return None, "every class of both fields (classes='all')"
+    if isinstance(classes, str):
+        raise OptionsError(f"classes must be None, 'all' or a list of class names, got {classes!r}")
+    if classes is not None:
+        names = check_prompts(classes)
+        return names, f"the {len(names)} given: {', '.join(names)}"
+    run = DetectRun.load(samples, pred_field)
+    if run is None:
+        return None, f"every class of both fields ({pred_field!r} was not written by a detect run)"
+    return run.prompts, (f"the {len(run.prompts)} prompted by the run that wrote {pred_field!r}: "
+                         f"{', '.join(run.prompts)} (classes='all' compares every class)")
 
 
 def _outcomes(samples: fo.core.collections.SampleCollection, field: str, eval_key: str) -> Counter:

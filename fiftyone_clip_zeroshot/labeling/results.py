@@ -80,3 +80,33 @@ def histogram_traces(stats: list[PromptStats], bins: int = 20) -> list[dict[str,
             "y": [counts.get(b, 0) for b in range(bins)],
         })
     return traces
+
+
+def busiest_field(samples: fo.core.collections.SampleCollection) -> str | None:
+    """The field of this plugin's runs that labels the most samples (the newest on a tie), or None:
+    what a person most likely wants to inspect first (the demo's field, not a two-sample try)."""
+    ours = plugin_fields(samples)
+    return max(ours, key=lambda name: samples.count(name)) if ours else None
+
+
+def unused_field_name(samples: fo.core.collections.SampleCollection, base: str = "clip_detections") -> str:
+    """``base``, or ``base_2``, ``base_3``, ... : the first name no field of ``samples`` uses yet."""
+    schema = samples.get_field_schema()
+    name, suffix = base, 1
+    while name in schema:
+        suffix += 1
+        name = f"{base}_{suffix}"
+    return name
+
+
+def overwrite_note(samples: fo.core.collections.SampleCollection, label_field: str) -> str:
+    """What a run writing ``label_field`` would replace, in one line ("" when the field is new)."""
+    existing = samples.get_field_schema().get(label_field) if label_field else None
+    if existing is None:
+        return ""
+    if getattr(existing, "document_type", None) is not fo.Detections:
+        return f"`{label_field}` holds another kind of field: a run into it is refused. Choose another name."
+    run = DetectRun.load(samples, label_field)
+    holds = f"run `{run.run_id}` ({', '.join(run.prompts)})" if run else "labels no run of this plugin wrote"
+    return (f"`{label_field}` already holds {holds} on {samples.count(label_field)} samples: a run replaces them on "
+            "the target's samples. Choose another name to keep them.")
