@@ -2,7 +2,8 @@
 
 The core (``load_model``, ``localize``) does not import FiftyOne; ``detect``, ``run_status``, ``ClipZeroShotModel``
 and the curation functions (``verify``, ``classify``, ``evaluate``, ``tag_for_review``,
-``review_view``) and ``open_panel`` (the App panel beside the grid) do, and are imported on first use.
+``review_view``), the review of auto-labels (``accept``, ``reject``, ``relabel``, ``promote``,
+``calibrate``, ``review_report``) and ``open_panel`` (the App panel beside the grid) do, and are imported on first use.
 """
 
 from fiftyone_clip_zeroshot.core import (
@@ -30,6 +31,15 @@ _FIFTYONE_API = {
     "tag_for_review": "fiftyone_clip_zeroshot.labeling.curate",
     "review_view": "fiftyone_clip_zeroshot.labeling.curate",
     "EvaluationReport": "fiftyone_clip_zeroshot.labeling.curate",
+    "accept": "fiftyone_clip_zeroshot.labeling.review",
+    "reject": "fiftyone_clip_zeroshot.labeling.review",
+    "relabel": "fiftyone_clip_zeroshot.labeling.review",
+    "clear_decisions": "fiftyone_clip_zeroshot.labeling.review",
+    "review_queue": "fiftyone_clip_zeroshot.labeling.review",
+    "review_report": "fiftyone_clip_zeroshot.labeling.review",
+    "promote": "fiftyone_clip_zeroshot.labeling.review",
+    "calibrate": "fiftyone_clip_zeroshot.labeling.calibrate",
+    "Calibration": "fiftyone_clip_zeroshot.labeling.calibrate",
     "open_panel": "fiftyone_clip_zeroshot.app.panel",
 }
 

@@ -1,5 +1,9 @@
-"""Test setup: FiftyOne and Hugging Face point at temporary folders, never the user's own."""
+"""Test setup: FiftyOne and Hugging Face point at temporary folders and a ``mongod`` of the tests'
+own, never the user's. (FiftyOne's embedded database attaches to any FiftyOne database service
+already running on the machine, whatever its folder, so a temporary database folder alone would
+put the tests' datasets into a running App's database.)"""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -8,7 +12,6 @@ from pathlib import Path
 
 _ROOT = Path(tempfile.mkdtemp(prefix="clip-zeroshot-tests-"))
 os.environ.update(
-    FIFTYONE_DATABASE_DIR=str(_ROOT / "db"),
     FIFTYONE_DEFAULT_DATASET_DIR=str(_ROOT / "datasets"),
     FIFTYONE_DATASET_ZOO_DIR=str(_ROOT / "zoo-datasets"),
     FIFTYONE_MODEL_ZOO_DIR=str(_ROOT / "zoo-models"),
@@ -20,11 +23,19 @@ os.environ.update(
     HF_HUB_OFFLINE="1",
 )
 
+import fiftyone as fo  # noqa: E402
 import psutil  # noqa: E402
 import pytest  # noqa: E402
 
 from fiftyone_clip_zeroshot import load_model  # noqa: E402
 from fiftyone_clip_zeroshot.plugin.install import install_plugin  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("cluster", REPO / "benchmarks" / "cluster.py")
+cluster = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(cluster)
+_MONGO = cluster.LocalMongo(_ROOT / "mongo").start()
+os.environ["FIFTYONE_DATABASE_URI"] = fo.config.database_uri = _MONGO.uri  # here and in every subprocess
 
 _CLEANUP = """
 import shutil, sys
@@ -49,9 +60,10 @@ def pytest_configure(config):
 
 
 def pytest_unconfigure(config):
-    """Leave nothing behind (database, datasets, heatmaps, plugin link): a detached process
-    removes the temporary folder once this one and its embedded MongoDB have exited, since
-    MongoDB aborts when its folder goes while it runs."""
+    """Leave nothing behind (database, datasets, heatmaps, plugin link): stop the tests' mongod,
+    then a detached process removes the temporary folder once this one and its children have
+    exited, since MongoDB aborts when its folder goes while it runs."""
+    _MONGO.stop()
     pids = [os.getpid(), *(p.pid for p in psutil.Process().children(recursive=True))]
     subprocess.Popen([sys.executable, "-c", _CLEANUP, str(_ROOT), *map(str, pids)], start_new_session=True,
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -60,11 +72,13 @@ def pytest_unconfigure(config):
 @pytest.fixture(scope="session")
 def say(request):
     """Print a line at once, past pytest's capture: progress inside a long fixture."""
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    plugins = request.config.pluginmanager
+    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
 
     def write(message: str) -> None:
         if reporter is not None:
-            reporter.write_line(message)
+            with capture.global_and_fixture_disabled():
+                reporter.write_line(message)
 
     return write
 

@@ -202,3 +202,36 @@ def test_panel_runs_on_two_selected_samples_and_shows_a_histogram(app, page):
     page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
     page.wait_for_timeout(2000)
     page.screenshot(path=ARTIFACTS / "panel-histogram.png")
+
+
+def test_review_queue_in_the_panel_accepts_rejects_and_relabels(app, page, shapes_model):
+    """Three labels reviewed through the panel's Review section in chromium, checked in the database."""
+    dataset, url, session = app
+    fz.detect(dataset, PROMPTS, model=shapes_model, label_field="clip_detections", confidence_thresh=0.2,
+              heatmaps=False, progress=False)
+    assert dataset.count("clip_detections.detections") >= 3
+    page.set_viewport_size({"width": 1400, "height": 1900})
+    page.goto(url)
+    _dismiss_banner(page)
+    fz.open_panel(session)
+    page.get_by_role("button", name="Start reviewing").click()
+    page.get_by_text("Reviewing", exact=False).first.wait_for()
+    page.screenshot(path=ARTIFACTS / "review-queue.png")
+
+    def decisions() -> dict[str, int]:
+        dataset.reload()
+        return dict(dataset.count_label_tags())
+
+    for button, tag in (("Accept", "accepted"), ("Reject", "rejected")):
+        page.get_by_role("button", name=button, exact=True).click()
+        assert _wait_for(lambda tag=tag: decisions().get(tag) == 1, 60), f"no label {tag}: {decisions()}"
+    page.get_by_role("combobox").last.click()  # the "Relabel as…" dropdown, the panel's last one
+    page.get_by_role("option").first.click()
+    page.get_by_role("button", name="Relabel", exact=True).click()
+    assert _wait_for(lambda: decisions().get("relabeled") == 1, 60), f"no label relabeled: {decisions()}"
+    page.wait_for_timeout(2000)
+    page.screenshot(path=ARTIFACTS / "review-after-three.png")
+    assert decisions() == {"accepted": 1, "rejected": 1, "relabeled": 1}
+    relabeled = [d for d in dataset.values("clip_detections.detections", unwind=True) if "relabeled" in d.tags]
+    assert relabeled[0].original_label in PROMPTS and relabeled[0].label != relabeled[0].original_label
+    page.get_by_text("3 of", exact=False).first.wait_for()  # the progress line

@@ -93,7 +93,7 @@ def test_apply_model_uses_full_resolution(dataset, shapes_model):
 
 
 @pytest.mark.skipif(not data_loader_ready(), reason="FiftyOne's DataLoader path (fiftyone.utils.torch) needs "
-                    "torchvision, which does not import beside this torch (README: Python, apply_model)")
+                    "torchvision, which does not import beside this torch (docs/scale-out.md)")
 def test_apply_model_decodes_in_data_loader_workers_and_equals_detect(dataset, shapes_model, caplog):
     model = fz.ClipZeroShotModel(PROMPTS, model=shapes_model, confidence_thresh=0.0, **FAST)
     assert isinstance(model, fom.SupportsGetItem) and isinstance(model, fom.TorchModelMixin)

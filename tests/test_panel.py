@@ -14,6 +14,7 @@ from fiftyone_clip_zeroshot.labeling.results import (
     overwrite_note,
     prompt_stats,
 )
+from fiftyone_clip_zeroshot.labeling.review import reviewed_labels
 from fiftyone_clip_zeroshot.labeling.runs import DetectRun, plugin_fields
 from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
 
@@ -139,3 +140,41 @@ def test_large_targets_are_delegated(plugin_dir, tmp_root):
     run = _requested_run(_call(dataset, "on_run", state))
     assert run["params"]["delegate"] is True and run["params"]["view_target"] == "DATASET"
     dataset.delete()
+
+
+def test_review_section_accepts_rejects_relabels_undoes_calibrates_and_promotes(labelled, plugin_dir):
+    """The Review section's buttons, through the executor: each decision lands as a label tag,
+    the queue moves on, undo takes the last one back, and calibrate/promote read the decisions."""
+    state = dict(inspect_field="clip")
+
+    def press(method: str) -> dict:
+        state.update(_state_after(_call(labelled, method, state)))
+        return state
+
+    queue = [label.label_id for label in fz.review_queue(labelled, "clip")]
+    assert press("on_review_next")["review_label"] == queue[0]
+    assert len(queue) >= 4 and state["review_progress"].startswith("0 of")
+    decided = []
+    for method in ("on_accept", "on_reject", "on_relabel"):
+        decided.append(state["review_label"])
+        state["relabel_as"] = "red star"  # what the dropdown holds (showing a new label clears it)
+        press(method)
+        assert state["review_label"] not in decided
+    labels = {label.label_id: label for label in reviewed_labels(labelled, "clip")}
+    assert [labels[i].decision for i in decided] == ["accepted", "rejected", "relabeled"]
+    assert labels[decided[2]].label == "red star" and "3 of" in state["review_progress"]
+    press("on_undo")  # the relabel is taken back and its label is current again
+    labels = {label.label_id: label for label in reviewed_labels(labelled, "clip")}
+    assert labels[decided[2]].decision is None and labels[decided[2]].label == labels[decided[2]].prompt
+    assert state["review_label"] == decided[2] and len(state["review_history"]) == 2
+    press("on_calibrate")
+    assert "calibrated to precision 0.90" in state["review_status"] and state["calibrated"]
+    assert DetectRun.load(labelled, "clip").calibrated
+    press("on_calibrated_view")
+    state["promote_field"] = "clip_curated"
+    press("on_promote")
+    assert "Promoted 1 " in state["review_status"]
+    assert [d.source_id for d in labelled.values("clip_curated.detections", unwind=True)] == [decided[0]]
+    fz.clear_decisions(labelled, "clip", decided[:2])
+    labelled.delete_sample_field("clip_curated")
+    DetectRun.load(labelled, "clip").update(labelled, calibrated={}, calibration={})

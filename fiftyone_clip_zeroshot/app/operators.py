@@ -7,13 +7,16 @@ the system ``view_target`` ("DATASET" | "CURRENT_VIEW" | "SELECTED_SAMPLES"). Pr
 are one text, separated by commas or new lines, as the forms send them (a list works too):
 
 - ``detect``: ``prompts``, ``method`` ("sliding_window" | "occlusion" | "proposals" | "dense"), ``label_field``,
-  ``heatmaps``, ``confidence_thresh``, ``batch_size``, ``skip_existing``, ``workers`` (above 1: queue that
-  many delegated shards, see ``labeling.shards``);
+  ``heatmaps``, ``confidence_thresh`` (a float, or a dict prompt → threshold), ``calibrated_from`` (a
+  field whose calibrated per-prompt thresholds to use), ``batch_size``, ``skip_existing``, ``workers``
+  (above 1: queue that many delegated shards, see ``labeling.shards``);
 - ``verify_labels``: ``label_field`` (a Detections field), ``classes`` (default: its labels),
   ``margin``, ``relabel_field``;
 - ``classify_images``: ``classes``, ``template``, ``label_field``, ``store_logits``;
 - ``evaluate_and_review``: ``pred_field``, ``gt_field``, ``eval_key``, ``confidence_below``, ``tag``
   (runs at once, then opens the review patches);
+- ``promote_labels``: ``label_field`` (the reviewed field), ``dest_field`` (the curated one; runs at once
+  on the current view);
 - ``open_panel``: opens the CLIP zero-shot panel.
 """
 
@@ -31,6 +34,7 @@ from fiftyone_clip_zeroshot.core.classify import DEFAULT_TEMPLATE
 from fiftyone_clip_zeroshot.core.localizers import METHODS, SUMMARIES
 from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL, available_models, form_default_model, model_hint
 from fiftyone_clip_zeroshot.core.options import parse_prompts, thresholds_text
+from fiftyone_clip_zeroshot.labeling.calibrate import calibrated_thresholds
 from fiftyone_clip_zeroshot.labeling.curate import (
     MISMATCH_TAG,
     REVIEW_TAG,
@@ -42,6 +46,8 @@ from fiftyone_clip_zeroshot.labeling.curate import (
 )
 from fiftyone_clip_zeroshot.labeling.detect import DetectJob
 from fiftyone_clip_zeroshot.labeling.results import unused_field_name
+from fiftyone_clip_zeroshot.labeling.review import promote
+from fiftyone_clip_zeroshot.labeling.runs import DetectRun, plugin_fields
 from fiftyone_clip_zeroshot.labeling.shards import queue_shards
 
 SEPARATED = "separated by commas or new lines"
@@ -76,6 +82,13 @@ class DetectWithClip(JobOperator):
         inputs.bool("heatmaps", default=True, label="Store heatmaps", description="One heatmap field per prompt")
         inputs.float("confidence_thresh", min=0.0, max=1.0, label="Confidence threshold",
                      description=f"Empty: the method's default ({thresholds_text()})")
+        calibrated = [name for name in plugin_fields(ctx.dataset) if DetectRun.load(ctx.dataset, name).calibrated]
+        if calibrated:
+            sources = types.Dropdown()
+            for name in calibrated:
+                sources.add_choice(name, label=name)
+            inputs.enum("calibrated_from", sources.values(), view=sources, label="Per-prompt thresholds from",
+                        description="The thresholds calibrated on this field's reviewed labels, for the prompts it has")
         inputs.int("batch_size", default=256, min=1, label="Batch size", description="Windows per forward pass")
         inputs.bool("skip_existing", default=False, label="Skip samples that already have detections")
         inputs.int("workers", default=1, min=1, label="Workers",
@@ -106,14 +119,19 @@ class DetectWithClip(JobOperator):
         if ctx.params.get("shard_of"):  # one shard of a run queued by ``queue_shards``
             return DetectJob.shard(ctx.target_view(), ctx.params["label_field"], ctx.params["shard_of"],
                                    device=_model_params(ctx)["device"])
+        prompts = parse_prompts(ctx.params.get("prompts"))
+        thresh = ctx.params.get("confidence_thresh")
+        if ctx.params.get("calibrated_from"):  # calibrated prompts take theirs, the others the one given
+            calibrated = calibrated_thresholds(ctx.dataset, ctx.params["calibrated_from"], prompts)
+            thresh = {**({p: thresh for p in prompts} if thresh is not None else {}), **calibrated}
         return DetectJob(
             ctx.target_view(),
-            parse_prompts(ctx.params.get("prompts")),
+            prompts,
             method=ctx.params.get("method", "sliding_window"),
             label_field=ctx.params.get("label_field", "clip_detections"),
             heatmaps=ctx.params.get("heatmaps", True),
             skip_existing=ctx.params.get("skip_existing", False),
-            confidence_thresh=ctx.params.get("confidence_thresh"),
+            confidence_thresh=thresh,
             batch_size=ctx.params.get("batch_size"),
             **_model_params(ctx),
         )
@@ -249,6 +267,38 @@ def _run_inputs(ctx, inputs: types.Object) -> None:
                             "timeout; delegate large jobs and run them with `fiftyone delegated launch`.")
 
 
+class PromoteLabels(foo.Operator):
+    """Copy the accepted and relabeled labels of a reviewed field into a curated field."""
+
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return foo.OperatorConfig(name="promote_labels", label="CLIP zero-shot: promote reviewed labels",
+                                  description="Write the accepted and relabeled labels (edited boxes kept) into a "
+                                              "curated field; rejected and unreviewed ones never reach it")
+
+    def resolve_input(self, ctx) -> types.Property:
+        inputs = types.Object()
+        _field_choice(ctx, inputs, "label_field", fo.Detections, "Reviewed detections")
+        inputs.str("dest_field", label="Curated field", description="Empty: <reviewed field>_reviewed")
+        return types.Property(inputs, view=types.View(label="Promote reviewed labels"))
+
+    def execute(self, ctx) -> dict[str, Any]:
+        view = ctx.dataset.view() if ctx.view is None else ctx.view
+        field = ctx.params.get("label_field") or ""
+        dest = ctx.params.get("dest_field") or f"{field}_reviewed"
+        try:
+            count = promote(view, field, dest_field=dest)
+        except USER_ERRORS as error:
+            raise ValueError(str(error)) from None
+        ctx.ops.reload_dataset()
+        return {"message": f"promoted {count} labels of {field!r} into {dest!r}", "promoted": count}
+
+    def resolve_output(self, ctx) -> types.Property:
+        outputs = types.Object()
+        outputs.str("message", label="Result")
+        return types.Property(outputs)
+
+
 class OpenPanel(foo.Operator):
     """Opens the CLIP zero-shot panel beside the grid: how the operator browser finds it."""
 
@@ -262,5 +312,5 @@ class OpenPanel(foo.Operator):
 
 
 def register(plugin) -> None:
-    for operator in (DetectWithClip, VerifyLabels, ClassifyImages, EvaluateAndReview, OpenPanel):
+    for operator in (DetectWithClip, VerifyLabels, ClassifyImages, EvaluateAndReview, PromoteLabels, OpenPanel):
         plugin.register(operator)

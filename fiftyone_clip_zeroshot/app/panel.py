@@ -1,4 +1,5 @@
-"""The "CLIP zero-shot" App panel: prompt and run, inspect the results, filter, show heatmaps, tag.
+"""The "CLIP zero-shot" App panel: prompt and run, inspect the results, filter, show heatmaps, tag,
+and review the labels (``app.review``).
 
 A Python panel (no JavaScript build). Its handlers only wire the App to the library: a run is
 the detect operator (``app.runner`` runs it, immediately with progress or delegated),
@@ -11,6 +12,7 @@ import fiftyone as fo
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
+from fiftyone_clip_zeroshot.app.review import ReviewSection
 from fiftyone_clip_zeroshot.app.runner import DELEGATE_ABOVE, PANEL_STATUS
 from fiftyone_clip_zeroshot.core.localizers import METHODS
 from fiftyone_clip_zeroshot.core.model import available_models, form_default_model, model_hint
@@ -35,7 +37,7 @@ DEFAULTS = dict(prompts="", method=METHODS[0], threshold=None, target="CURRENT_V
 NO_RUNS = "No detections of this plugin in the selected field yet: run detection above, or pick a field."
 
 
-class ClipZeroShotPanel(foo.Panel):
+class ClipZeroShotPanel(ReviewSection, foo.Panel):
     """Prompt, run, inspect and act on CLIP zero-shot detections beside the samples grid."""
 
     @property
@@ -66,6 +68,8 @@ class ClipZeroShotPanel(foo.Panel):
 
     def on_change_field(self, ctx) -> None:
         ctx.panel.state.set("inspect_field", ctx.params.get("value"))
+        for key in ("review_label", "review_skipped", "promote_field"):
+            ctx.panel.state.set(key, None)
         self._refresh(ctx)
 
     def on_edit(self, ctx) -> None:
@@ -86,6 +90,7 @@ class ClipZeroShotPanel(foo.Panel):
                       model=state.get("model") or form_default_model(),
                       label_field=state.get("label_field") or unused_field_name(ctx.dataset),
                       confidence_thresh=state.get("threshold"), view_target=state.get("target"),
+                      calibrated_from=state.get("inspect_field") if state.get("use_calibrated") else None,
                       delegate=count > DELEGATE_ABOVE, panel_id=ctx.panel_id)
         ctx.prompt(DETECT_URI, params=params, on_success=self.on_run_done, on_error=self.on_run_failed,
                    skip_prompt=True)
@@ -136,6 +141,8 @@ class ClipZeroShotPanel(foo.Panel):
         ctx.panel.state.set("summary", _summary_markdown(stats, run, shards))
         ctx.panel.state.set("heatmap_prompts", [s.prompt for s in stats if s.heatmap_field])
         ctx.panel.data.set("histogram", histogram_traces(stats))
+        for key, value in self.review_state(ctx).items():
+            ctx.panel.state.set(key, value)
 
     def render(self, ctx) -> types.Property:
         state = ctx.panel.state
@@ -154,6 +161,10 @@ class ClipZeroShotPanel(foo.Panel):
                   or "Hugging Face id, local folder, or one of: " + ", ".join(available_models()))
         panel.float("threshold", label="Confidence threshold", min=0, max=1,
                     description=f"empty: the method's default ({thresholds_text()})")
+        if state.get("calibrated"):
+            panel.bool("use_calibrated", label=f"Per-prompt thresholds calibrated on `{state.get('inspect_field')}`",
+                       default=bool(state.get("use_calibrated")),
+                       description="For the prompts that review calibrated; the threshold above for the others")
         target = types.RadioGroup(orientation="horizontal")
         for value, label in TARGETS.items():
             target.add_choice(value, label=label)
@@ -172,6 +183,8 @@ class ClipZeroShotPanel(foo.Panel):
         panel.enum("inspect_field", fields.values(), view=fields, default=state.get("inspect_field"),
                    on_change=self.on_change_field)
         panel.md(state.get("summary") or NO_RUNS, name="summary")
+        if state.get("review_report"):
+            panel.md("Review of these labels:\n\n" + state.get("review_report"), name="review_report")
         panel.plot("histogram", layout={"title": "confidence", "barmode": "overlay", "height": 260,
                                         "xaxis": {"range": [0, 1]}, "margin": {"t": 30, "b": 30}})
 
@@ -189,6 +202,7 @@ class ClipZeroShotPanel(foo.Panel):
                       params={"prompt": prompt})
         panel.btn("tag", label=f"Tag labels below the slider '{REVIEW_TAG}'", on_click=self.on_tag)
         panel.btn("clear", label="Clear filter", on_click=self.on_clear)
+        self.render_review(ctx, panel)
         return types.Property(panel, view=types.GridView(orientation="vertical", gap=1, padding=2))
 
 

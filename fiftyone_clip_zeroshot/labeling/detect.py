@@ -20,7 +20,13 @@ import torch
 
 from fiftyone_clip_zeroshot.core.localize import localize_tensor
 from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL, ClipModel
-from fiftyone_clip_zeroshot.core.options import LocalizeOptions, check_prompts
+from fiftyone_clip_zeroshot.core.options import (
+    DEFAULT_THRESH,
+    LocalizeOptions,
+    OptionsError,
+    check_method,
+    check_prompts,
+)
 from fiftyone_clip_zeroshot.labeling.fo_private import declare_fields
 from fiftyone_clip_zeroshot.labeling.jobs import (
     DatabaseError,
@@ -67,6 +73,9 @@ class DetectJob(SampleJob):
         **options: Any,
     ):
         self.prompts = check_prompts(prompts)
+        self.thresholds = per_prompt_thresholds(options.get("confidence_thresh"), self.prompts, method)
+        if self.thresholds:  # localize at the lowest, then keep each prompt's boxes at/above its own
+            options["confidence_thresh"] = min(self.thresholds.values())
         self.options = LocalizeOptions.create(method=method, **options)
         self.label_field = check_field_name(label_field)
         self.heatmap_fields = heatmap_fields(label_field, self.prompts) if heatmaps else []
@@ -102,8 +111,9 @@ class DetectJob(SampleJob):
         """The job of one shard of the sharded run ``run_id``: prompts, model and options come from
         the run's record, so every shard (and every rerun of one) does what the run recorded."""
         run = _sharded_run(DetectRun.load(samples, label_field), label_field, run_id)
+        options = {**run.options, **({"confidence_thresh": run.thresholds} if run.thresholds else {})}
         return cls(samples, run.prompts, model=run.model, label_field=label_field, heatmaps=bool(run.heatmap_fields),
-                   device=device, shard_of=run_id, **run.options)
+                   device=device, shard_of=run_id, **options)
 
     def start(self) -> None:
         self._old_pngs: list[Path] = []
@@ -146,12 +156,16 @@ class DetectJob(SampleJob):
     def _localize(self, sample: fo.Sample, pixels: torch.Tensor) -> dict[str, fo.Label]:
         """All labels of one sample, or an error and no PNG left behind."""
         results = localize_tensor(pixels, self.prompts, self.model, self.options)
+        if self.thresholds:
+            results = [replace(r, detections=r.detections[r.detections.confidence >= self.thresholds[r.prompt]])
+                       for r in results]
         height, width = int(pixels.shape[1]), int(pixels.shape[2])
         labels: dict[str, fo.Label] = {self.label_field: to_detections(results, (width, height), self.options.method)}
         pngs = {field: self.heatmap_dir / f"{sample.id}-{field}.png" for field in self.heatmap_fields}
         try:
             for (field, png), result in zip(pngs.items(), results):
-                labels[field] = to_heatmap(result.heatmap, png, full_at=self.options.confidence_thresh or 1.0)
+                full_at = self.thresholds.get(result.prompt, self.options.confidence_thresh) or 1.0
+                labels[field] = to_heatmap(result.heatmap, png, full_at=full_at)
         except BaseException:
             for png in pngs.values():
                 png.unlink(missing_ok=True)
@@ -165,7 +179,7 @@ class DetectJob(SampleJob):
         return DetectRun(
             label_field=self.label_field, prompts=self.prompts, heatmap_fields=self.heatmap_fields,
             model=self.model.name, device=str(self.model.device), options=asdict(options), run_id=self.run_id,
-            heatmap_dir=str(self.heatmap_dir), stale_fields=self.stale_fields,
+            heatmap_dir=str(self.heatmap_dir), stale_fields=self.stale_fields, thresholds=self.thresholds,
             previous_field_dir=str(self.previous_field_dir) if self.previous_field_dir else None, **fields)
 
     def _record_run(self) -> DetectRun:
@@ -181,7 +195,7 @@ def detect(
     model: str | ClipModel = DEFAULT_MODEL,
     label_field: str = "clip_detections",
     heatmaps: bool = True,
-    confidence_thresh: float | None = None,
+    confidence_thresh: float | dict[str, float] | None = None,
     batch_size: int | None = None,
     device: str | None = None,
     skip_failures: bool = True,
@@ -203,7 +217,8 @@ def detect(
         model: a hub id, a local CLIP folder, a packaged name (``"shapes-world"``) or a ``ClipModel``.
         label_field: where the ``fo.Detections`` go; heatmap fields are named after it.
         heatmaps: also store one heatmap per prompt (inline when small, else a PNG next to the dataset).
-        confidence_thresh: minimum box confidence (None: the method's measured default).
+        confidence_thresh: minimum box confidence (None: the method's measured default), or one per
+            prompt, e.g. ``fz.calibrate(...)``'s result (prompts it leaves out get the method's default).
         batch_size: crops per forward pass for this run (None: the model's).
         device: ``"cuda"``, ``"cpu"`` or None (the GPU when there is one); ignored for a ``ClipModel``.
         skip_failures: leave samples whose image cannot be read without labels, and go on.
@@ -227,6 +242,21 @@ def detect(
         return job.fields
     run_job(job, progress)
     return job.fields
+
+
+def per_prompt_thresholds(thresh: Any, prompts: list[str], method: str) -> dict[str, float]:
+    """A per-prompt ``confidence_thresh`` (a dict) checked and completed with the method's default
+    for the prompts it leaves out; ``{}`` for one threshold (a float or None)."""
+    if not isinstance(thresh, dict):
+        return {}
+    unknown = sorted(set(thresh) - set(prompts))
+    if unknown:
+        raise OptionsError(f"confidence_thresh names prompts that are not detected: {unknown}; prompts: {prompts}")
+    for prompt, value in thresh.items():
+        if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise OptionsError(f"confidence_thresh of {prompt!r} must be in [0, 1], got {value!r}")
+    default = DEFAULT_THRESH[check_method(method)]
+    return {prompt: float(thresh.get(prompt, default)) for prompt in prompts}
 
 
 def _sharded_run(run: DetectRun | None, label_field: str, run_id: str) -> DetectRun:

@@ -61,6 +61,15 @@ def confidence_view(
     return samples.filter_labels(label_field, condition)
 
 
+def calibrated_view(
+    samples: fo.core.collections.SampleCollection, label_field: str, thresholds: dict[str, float]
+) -> fo.DatasetView:
+    """Samples with labels of ``label_field`` at/above their prompt's threshold (``thresholds``:
+    prompt → threshold, e.g. a run's calibrated ones), showing only those labels."""
+    kept = [(F("label") == prompt) & (F("confidence") >= threshold) for prompt, threshold in thresholds.items()]
+    return samples.filter_labels(label_field, F.any(kept) if len(kept) > 1 else kept[0])
+
+
 def fields_to_show(samples: fo.core.collections.SampleCollection, label_field: str, prompt: str) -> list[str]:
     """The detections field plus ``prompt``'s heatmap field (other heatmaps hidden)."""
     run = DetectRun.load(samples, label_field)

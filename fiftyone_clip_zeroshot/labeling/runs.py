@@ -42,6 +42,9 @@ class DetectRun:
     shards: list[dict[str, Any]] = field(default_factory=list)  # see labeling.shards.queue_shards
     stale_fields: list[str] = field(default_factory=list)  # heatmap fields of the previous run to clear
     previous_field_dir: str | None = None  # where the previous run's PNG heatmaps are (to delete them)
+    thresholds: dict[str, float] = field(default_factory=dict)  # per-prompt thresholds it ran with (else one)
+    calibrated: dict[str, float] = field(default_factory=dict)  # per-prompt thresholds learnt from the review
+    calibration: dict[str, Any] = field(default_factory=dict)  # how: target precision, decisions per prompt
 
     @property
     def method(self) -> str | None:
@@ -92,11 +95,19 @@ class DetectRun:
         if not samples.has_run(key):
             return None
         config = samples.get_run_info(key).config
-        values = {f.name: getattr(config, f.name, None) for f in fields(cls)}
-        lists = {name: list(values[name] or []) for name in ("prompts", "heatmap_fields", "stale_fields")}
-        shards = [dict(shard) for shard in values["shards"] or []]
-        return cls(**{**values, **lists, "shards": shards, "options": dict(values["options"] or {}),
-                      "state": values["state"] or "done"})  # records from before states existed
+        values = {f.name: _plain(getattr(config, f.name, None)) for f in fields(cls)}
+        lists = {name: values[name] or [] for name in ("prompts", "heatmap_fields", "stale_fields", "shards")}
+        dicts = {name: values[name] or {} for name in ("options", "thresholds", "calibrated", "calibration")}
+        return cls(**{**values, **lists, **dicts, "state": values["state"] or "done"})  # older records: no state
+
+
+def _plain(value: Any) -> Any:
+    """A stored value as plain lists and dicts (the database hands back its own list and dict types)."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
 
 
 def plugin_fields(samples: fo.core.collections.SampleCollection) -> list[str]:
