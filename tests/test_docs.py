@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from fiftyone_clip_zeroshot.demo import DATASET, DEMO_SEED, PROMPTS
 from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,7 +55,9 @@ def anchors(page: Path) -> set[str]:
 
 @pytest.fixture(scope="module")
 def demo_dataset(tmp_root, plugin_dir):
-    return load_shapes_dataset("clip-zeroshot-demo", 4, tmp_root / "images" / "docs", persistent=True)
+    """The demo's dataset, smaller: its scenes, seed and classes, 4 samples."""
+    return load_shapes_dataset(DATASET, 4, tmp_root / "images" / "docs", seed=DEMO_SEED, classes=PROMPTS,
+                               persistent=True)
 
 
 def test_every_page_with_code_has_its_blocks_collected():

@@ -1,14 +1,13 @@
 """The review of auto-labels: decisions as label tags, the queue, promote, per-prompt thresholds
 learnt from the decisions (a scripted review against ground truth), and the report."""
 
-import numpy as np
 import pytest
-import supervision as sv
 
 import fiftyone_clip_zeroshot as fz
 from fiftyone_clip_zeroshot.labeling.review import ACCEPTED, REJECTED, RELABELED, reviewed_labels
 from fiftyone_clip_zeroshot.labeling.runs import DetectRun
 from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
+from fiftyone_clip_zeroshot.shapes.review import kept_right, review_from_ground_truth, verdicts_from_ground_truth
 
 PROMPTS = ["red circle", "blue square", "yellow star", "green triangle", "purple cross", "orange circle"]
 SCENES = 40  # the first half reviewed, the second held out
@@ -24,50 +23,18 @@ def scenes(tmp_root, shapes_model):
     dataset.delete()
 
 
-def _xyxy(detections) -> np.ndarray:
-    xywh = np.array([d.bounding_box for d in detections], float).reshape(-1, 4)
-    return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1)
-
-
-def truth_of(dataset) -> dict[str, str | None]:
-    """Label id -> what a reviewer with the ground truth decides: "accepted" (its class is there, IoU
-    >= 0.5), the class to relabel it to (another class is there), or "rejected"."""
-    verdicts = {}
-    for predictions, truth in zip(dataset.values("auto.detections"), dataset.values("ground_truth.detections")):
-        if not predictions:
-            continue
-        iou = sv.box_iou_batch(_xyxy(predictions), _xyxy(truth)) if truth else np.zeros((len(predictions), 0))
-        for row, prediction in zip(iou, predictions):
-            matched = [t.label for t, overlap in zip(truth, row) if overlap >= 0.5]
-            verdicts[prediction.id] = (ACCEPTED if prediction.label in matched else matched[0] if matched
-                                       else REJECTED)
-    return verdicts
-
-
-def review_like_a_person(view, verdicts: dict[str, str]) -> None:
-    ids = set(view.values("auto.detections.id", unwind=True))
-    fz.accept(view, "auto", [i for i in ids if verdicts[i] == ACCEPTED])
-    fz.reject(view, "auto", [i for i in ids if verdicts[i] == REJECTED])
-    for label_id in ids:
-        if verdicts[label_id] not in (ACCEPTED, REJECTED):
-            fz.relabel(view, "auto", [label_id], verdicts[label_id])
-
-
 def test_thresholds_learnt_from_a_review_hold_on_held_out_scenes(scenes):
-    verdicts = truth_of(scenes)
+    verdicts = verdicts_from_ground_truth(scenes, "auto")
     ids = scenes.values("id")
     reviewed, held_out = scenes.select(ids[: SCENES // 2]), scenes.select(ids[SCENES // 2:])
-    review_like_a_person(reviewed, verdicts)
+    review_from_ground_truth(reviewed, "auto", verdicts)
     calibration = fz.calibrate(reviewed, "auto", precision=0.9)
     print(calibration)
     print(fz.review_report(reviewed, "auto"))
 
-    def kept(thresholds: dict[str, float]) -> tuple[int, int]:
-        held = [label for label in reviewed_labels(held_out, "auto") if label.confidence >= thresholds[label.prompt]]
-        return sum(verdicts[label.label_id] == ACCEPTED for label in held), len(held)
-
-    right, total = kept(calibration)
-    shared_right, shared_total = kept({prompt: calibration.shared for prompt in PROMPTS})
+    right, total = kept_right(held_out, "auto", verdicts, calibration)
+    shared = {prompt: calibration.shared for prompt in PROMPTS}
+    shared_right, shared_total = kept_right(held_out, "auto", verdicts, shared)
     print(f"held out: per-prompt thresholds keep {right} right of {total} (precision {right / total:.3f}); the "
           f"shared threshold {calibration.shared:.3f} keeps {shared_right} of {shared_total} "
           f"(precision {shared_right / shared_total:.3f})")
@@ -173,9 +140,9 @@ def test_promote_writes_exactly_the_accepted_and_relabeled_labels_and_reruns_cha
 def test_operators_promote_and_detect_with_the_calibrated_thresholds(scenes, plugin_dir):
     import fiftyone.operators as foo
 
-    verdicts = truth_of(scenes)
+    verdicts = verdicts_from_ground_truth(scenes, "auto")
     first = scenes.limit(10)
-    review_like_a_person(first, verdicts)
+    review_from_ground_truth(first, "auto", verdicts)
     calibration = fz.calibrate(first, "auto")
     result = foo.execute_operator("@clip-zeroshot/fiftyone-clip-zeroshot/promote_labels", ctx=dict(
         view=scenes.view(), params=dict(label_field="auto", dest_field="auto_approved")))
