@@ -81,6 +81,8 @@ class LocalizeOptions:
             check(0 < value <= 1, f"{name} must be in (0, 1] (a fraction of its window), got {value}")
         check(all(0 <= m <= 2 for m in self.verify_margins),
               f"verify_margins must lie in [0, 2] (empty: no verification), got {self.verify_margins}")
+        check(not isinstance(self.confidence_thresh, dict),
+              "confidence_thresh per prompt (a dict) is taken by detect() and its operator; here give one number")
         for name in ("confidence_thresh", "nms_iou", "merge_overlap"):
             value = getattr(self, name)
             check(value is None or 0 <= value <= 1, f"{name} must be in [0, 1], got {value}")

@@ -169,10 +169,10 @@ def calibrate(
                                        int(curve.right.sum())))
     calibration = Calibration(precision, shared, prior, details)
     if save and run is not None:
-        decisions = {prompt: item.decisions for prompt, item in calibration.details.items()}
+        counts = {prompt: item.decisions for prompt, item in calibration.details.items()}
         run.update(samples, calibrated=dict(calibration),
                    calibration=dict(target=precision, prior=None if math.isinf(prior) else prior, shared=shared,
-                                    each_prompt=each_prompt, decisions=decisions))
+                                    each_prompt=each_prompt, decisions=counts))
     return calibration
 
 

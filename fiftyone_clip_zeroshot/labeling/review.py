@@ -109,7 +109,10 @@ def relabel(samples: fo.core.collections.SampleCollection, label_field: str, lab
     ``original_label``). Relabeling to the run's own label is an accept. Returns how many."""
     if not isinstance(label, str) or not label.strip():
         raise LabelingError(f"relabel needs the new label, got {label!r}")
-    return _decide(samples, label_field, label_ids, RELABELED, label.strip())
+    label = label.strip()
+    own = {found.label_id for found in _find(samples, label_field, label_ids) if found.prompt == label}
+    return (_decide(samples, label_field, [i for i in label_ids if i in own], ACCEPTED)
+            + _decide(samples, label_field, [i for i in label_ids if i not in own], RELABELED, label))
 
 
 def clear_decisions(samples: fo.core.collections.SampleCollection, label_field: str,
@@ -121,13 +124,9 @@ def clear_decisions(samples: fo.core.collections.SampleCollection, label_field: 
 def _decide(samples, label_field: str, label_ids: Sequence[str], decision: str | None,
             new_label: str | None = None) -> int:
     """Set one decision (or none) on each label, keeping ``original_label`` right and boxes untouched."""
-    wanted = set(label_ids)
-    labels = [label for label in reviewed_labels(samples, label_field) if label.label_id in wanted]
-    if len(labels) != len(wanted):
-        missing = sorted(wanted - {label.label_id for label in labels})
-        raise LabelingError(f"no label(s) {missing} in {label_field!r} of these samples")
-    if decision == RELABELED:
-        decision = ACCEPTED if all(label.prompt == new_label for label in labels) else RELABELED
+    labels = _find(samples, label_field, label_ids)
+    if not labels:
+        return 0
     ids = [label.label_id for label in labels]
     selected = samples.select_labels(ids=ids, fields=label_field)
     selected.untag_labels(list(DECISIONS), label_fields=[label_field])
@@ -139,6 +138,16 @@ def _decide(samples, label_field: str, label_ids: Sequence[str], decision: str |
     samples.set_label_values(f"{label_field}.detections.{ORIGINAL}",
                              {label.label_id: label.prompt if fixed else None for label in labels}, dynamic=True)
     return len(labels)
+
+
+def _find(samples, label_field: str, label_ids: Sequence[str]) -> list[ReviewedLabel]:
+    """The labels ``label_ids`` of ``label_field``; raises naming any that are not there."""
+    wanted = set(label_ids)
+    labels = [label for label in reviewed_labels(samples, label_field) if label.label_id in wanted]
+    missing = sorted(wanted - {label.label_id for label in labels})
+    if missing:
+        raise LabelingError(f"no label(s) {missing} in {label_field!r} of these samples")
+    return labels
 
 
 def promote(samples: fo.core.collections.SampleCollection, label_field: str, dest_field: str | None = None) -> int:
