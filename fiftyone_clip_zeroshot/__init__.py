@@ -1,8 +1,8 @@
 """Zero-shot object localization and detection with CLIP, for FiftyOne.
 
-The core (``load_model``, ``localize``) does not import FiftyOne; ``detect``, ``run_status``, ``ClipZeroShotModel``
-and the curation functions (``verify``, ``classify``, ``evaluate``, ``tag_for_review``,
-``review_view``), the review of auto-labels (``accept``, ``reject``, ``relabel``, ``promote``,
+The core (``load_model``, ``localize``) does not import FiftyOne; ``detect``, ``run_status``,
+``requeue``, ``ClipZeroShotModel`` and the curation functions (``verify``, ``classify``, ``evaluate``,
+``tag_for_review``, ``review_view``), the review of auto-labels (``accept``, ``reject``, ``relabel``, ``promote``,
 ``calibrate``, ``review_report``) and ``open_panel`` (the App panel beside the grid) do, and are imported on first use.
 """
 
@@ -22,6 +22,7 @@ _FIFTYONE_API = {
     "detect": "fiftyone_clip_zeroshot.labeling.detect",
     "DetectJob": "fiftyone_clip_zeroshot.labeling.detect",
     "run_status": "fiftyone_clip_zeroshot.labeling.shards",
+    "requeue": "fiftyone_clip_zeroshot.labeling.shards",
     "LabelingError": "fiftyone_clip_zeroshot.labeling.jobs",
     "DatabaseError": "fiftyone_clip_zeroshot.labeling.jobs",
     "ClipZeroShotModel": "fiftyone_clip_zeroshot.labeling.model",

@@ -7,12 +7,14 @@ processed. The operator path reuses the same validation (see test_fiftyone.py).
 """
 
 import dataclasses
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
+from datetime import timedelta
 from pathlib import Path
 
 import fiftyone as fo
@@ -24,9 +26,10 @@ from PIL import Image
 import fiftyone_clip_zeroshot as fz
 from fiftyone_clip_zeroshot import ImageLoadError, ModelLoadError, OptionsError, load_model
 from fiftyone_clip_zeroshot.core.images import load_image
+from fiftyone_clip_zeroshot.labeling import claims
 from fiftyone_clip_zeroshot.labeling.detect import DetectJob
 from fiftyone_clip_zeroshot.labeling.jobs import LabelingError, run_job
-from fiftyone_clip_zeroshot.labeling.runs import DetectRun, now, run_key
+from fiftyone_clip_zeroshot.labeling.runs import DetectRun, run_key
 from fiftyone_clip_zeroshot.shapes.world import render_scene
 
 PROMPTS = ["red circle", "blue square"]
@@ -341,16 +344,70 @@ def test_a_second_run_on_a_field_being_written_is_refused_naming_the_first(shape
     fz.detect(dataset, PROMPTS, model=shapes_model, label_field="clip", heatmaps=False, progress=False, **FAST)
 
 
-def test_a_run_whose_process_died_does_not_hold_its_field(shapes_model, tmp_path):
+def test_a_run_whose_process_died_does_not_hold_its_field(shapes_model, tmp_path, caplog):
     dataset = _dataset("orphan", _jpegs(tmp_path, 2))
     fz.detect(dataset, PROMPTS, model=shapes_model, label_field="clip", heatmaps=False, progress=False, **FAST)
     run = DetectRun.load(dataset, "clip")
+    key = claims.claim_key(dataset.name, "clip")
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    run.update(dataset, state="running", owner=f"{socket.gethostname()} pid {dead.stdout.strip()}", heartbeat=now())
-    assert not DetectRun.load(dataset, "clip").alive() and fz.run_status(dataset, "clip").state == "stopped"
-    run.update(dataset, owner="another-machine pid 1", heartbeat="2026-01-01T00:00:00+00:00")
-    assert not DetectRun.load(dataset, "clip").alive()  # no heartbeat for a minute: taken as dead
+    run.update(dataset, state="running")  # as a killed process leaves it
+    assert claims.insert(key, run.run_id, f"{socket.gethostname()} pid {dead.stdout.strip()}") is None
+    assert fz.run_status(dataset, "clip").state == "lost"
     fz.detect(dataset, PROMPTS, model=shapes_model, label_field="clip", heatmaps=False, progress=False, **FAST)
+    assert f"took over the claim of run {run.run_id} (its process" in caplog.text
+    assert claims.read(key) is None  # released at the end
+    run = DetectRun.load(dataset, "clip")
+    run.update(dataset, state="running")
+    assert claims.insert(key, run.run_id, "another-machine pid 1") is None
+    assert fz.run_status(dataset, "clip").state == "running"  # another machine's process: its heartbeat decides
+    with pytest.raises(LabelingError, match="without a heartbeat for 60 s, is taken over"):
+        fz.detect(dataset, PROMPTS, model=shapes_model, label_field="clip", heatmaps=False, progress=False, **FAST)
+    old = claims.now() - timedelta(seconds=claims.STALE_AFTER + 1)
+    claims._collection().update_one({"_id": key}, {"$set": {"heartbeat": old}})
+    assert fz.run_status(dataset, "clip").state == "lost"
+    fz.detect(dataset, PROMPTS, model=shapes_model, label_field="clip", heatmaps=False, progress=False, **FAST)
+    assert "no heartbeat for 61 s (limit 60 s)" in caplog.text
+
+
+RACE = """
+import json, sys, fiftyone as fo, fiftyone_clip_zeroshot as fz
+model = fz.load_model("shapes-world", device="cpu")
+dataset = fo.load_dataset("race")
+print("ready", flush=True)
+sys.stdin.readline()  # every process waits here for the same go
+try:
+    fz.detect(dataset, {prompts}, model=model, label_field="clip", progress=False, **{fast})
+    print(json.dumps(dict(ran=True)))
+except fz.LabelingError as error:
+    print(json.dumps(dict(ran=False, error=str(error))))
+"""
+
+
+def test_six_runs_started_at_one_instant_on_one_field_one_runs_five_are_refused(tmp_path):
+    dataset = _dataset("race", _jpegs(tmp_path, 4))
+    dataset.persistent = True
+    script = RACE.format(prompts=PROMPTS, fast=FAST)
+    runs = [subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    try:
+        assert all(run.stdout.readline().strip() == "ready" for run in runs)
+        for run in runs:  # all six are past their imports and model load: release them together
+            run.stdin.write("go\n")
+        for run in runs:
+            run.stdin.flush()
+        outcomes = [json.loads(run.communicate(timeout=300)[0].strip().splitlines()[-1]) for run in runs]
+    finally:
+        for run in runs:
+            run.kill()
+    dataset.reload()
+    winner = DetectRun.load(dataset, "clip")
+    assert sum(o["ran"] for o in outcomes) == 1, outcomes
+    assert all(f"'clip' is being written by run {winner.run_id}" in o["error"] for o in outcomes if not o["ran"])
+    assert winner.state == "done" and dataset.count("clip") == 4
+    maps = {Path(p).parent for p in dataset.values("clip_heatmap_red_circle.map_path")}
+    assert maps == {Path(winner.heatmap_dir)}  # every sample labelled by the one run
+    assert claims.read(claims.claim_key("race", "clip")) is None
+    dataset.delete()
 
 
 def test_out_of_memory_halves_the_batch_and_gives_the_same_result(shapes_model, monkeypatch):

@@ -1,14 +1,19 @@
 """Sharded runs in one process: how a run is split and queued, what a shard reads from the run's
 record, and what ``run_status`` reports (several real workers: test_workers.py)."""
 
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import fiftyone as fo
 import fiftyone.operators as foo
 import pytest
+from bson import ObjectId
+from fiftyone.core.odm import get_db_conn
 from fiftyone.operators.delegated import DelegatedOperationService
+from fiftyone.operators.executor import ExecutionResult
 
 import fiftyone_clip_zeroshot as fz
+from fiftyone_clip_zeroshot.labeling import claims
 from fiftyone_clip_zeroshot.labeling.detect import DetectJob
 from fiftyone_clip_zeroshot.labeling.jobs import LabelingError
 from fiftyone_clip_zeroshot.labeling.runs import DetectRun
@@ -130,3 +135,32 @@ def test_panel_shows_where_the_shards_of_the_inspected_run_stand(dataset, plugin
     result.raise_exceptions()
     shown = str(result.to_json())
     assert "(2 queued; 0/5 samples)" in shown and "shard 2: queued    0/2 samples" in shown
+
+
+def test_requeue_reruns_failed_lost_and_deleted_shards_in_one_call_and_the_panel_offers_it(dataset, plugin_dir):
+    fz.detect(dataset, PROMPTS, label_field="clip", shards=3, **RUN)
+    service = DelegatedOperationService()
+    failed, lost, deleted = [ObjectId(s["operation_id"]) for s in DetectRun.load(dataset, "clip").shards]
+    service.set_failed(failed, result=ExecutionResult(error="CUDA error: an illegal memory access"))
+    service.set_running(lost)  # a worker took it, then died: no heartbeat ever came
+    long_ago = datetime.now(timezone.utc) - timedelta(seconds=claims.STALE_AFTER + 5)
+    get_db_conn()["delegated_ops"].update_one({"_id": lost}, {"$set": {"started_at": long_ago}})
+    service.delete_operation(deleted)
+    status = fz.run_status(dataset, "clip")
+    assert [s.state for s in status.shards] == ["failed", "lost", "missing"] and status.state == "failed"
+    assert status.shards[1].error.startswith("no heartbeat for 6") and "(limit 60 s)" in status.shards[1].error
+    panel = "@clip-zeroshot/fiftyone-clip-zeroshot/clip_zeroshot_panel"
+    shown = foo.execute_operator(panel, ctx=dict(view=dataset.view(), params=dict(
+        value="clip", panel_id="panel-1", __method__="on_change_field", panel_state={})))
+    shown.raise_exceptions()
+    assert "Requeue 3 lost or failed shards" in str(shown.to_json())
+    requeued = foo.execute_operator(panel, ctx=dict(view=dataset.view(), params=dict(
+        panel_id="panel-1", __method__="on_requeue", panel_state=dict(inspect_field="clip", requeue=3))))
+    requeued.raise_exceptions()
+    assert "Requeued 3 shards of run" in str(requeued.to_json())
+    assert service.get(lost).run_state == "failed"
+    assert fz.run_status(dataset, "clip").state == "queued"
+    service.execute_queued_operations(operator=DETECT_URI, dataset_name=dataset.name)
+    dataset.reload()
+    assert fz.run_status(dataset, "clip").state == "done" and dataset.count("clip") == len(dataset)
+    fz.detect(dataset, PROMPTS, label_field="clip", **RUN)  # the run's shards ended: the field is free

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ _spec.loader.exec_module(cluster)
 
 IMAGES = 40
 SHARDS = 4
+STALE_AFTER = 8  # seconds: the heartbeat limit in this deployment (60 by default)
 RUN = "dict(model='shapes-world', device='cpu', heatmap_size=96, window_scales=(0.2, 0.4), window_stride=0.5)"
 PREPARE = f"""
 import json, fiftyone as fo, fiftyone_clip_zeroshot as fz
@@ -34,6 +36,19 @@ ds = fo.load_dataset("workers")
 fz.detect(ds, ["red circle", "blue square"], label_field="{{field}}", shards={SHARDS}, **{RUN})
 print(json.dumps([s["operation_id"] for s in ds.get_run_info("clip_zeroshot_{{field}}").config.shards]))
 """
+REQUEUE = """
+import json, fiftyone as fo, fiftyone_clip_zeroshot as fz
+from bson import ObjectId
+from fiftyone.operators.delegated import DelegatedOperationService
+ds = fo.load_dataset("workers")
+before = fz.run_status(ds, "killed")
+lost = [s for s in before.shards if s.state == "lost"]
+after = fz.requeue(ds, "killed")
+victim = [str(DelegatedOperationService().get(ObjectId(s.operation_id)).run_state) for s in lost]
+error = lost[0].error if lost else None
+print(json.dumps(dict(before=dict(state=before.state, lost=[s.operation_id for s in lost], error=error),
+                      after=dict(state=after.state), victim=victim)))
+"""
 CHECK = """
 import json, os, fiftyone as fo, fiftyone_clip_zeroshot as fz
 ds = fo.load_dataset("workers")
@@ -48,10 +63,11 @@ print(json.dumps(dict(same=boxes("{field}.detections") == boxes("single.detectio
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory):
-    """One mongod, the plugin installed, and a 40-image dataset labelled once in one process."""
+    """One mongod, the plugin installed, and a 40-image dataset labelled once in one process; a
+    short heartbeat limit, so that a killed worker's shard is lost within seconds."""
     root = tmp_path_factory.mktemp("deployment")
     mongo = cluster.LocalMongo(root).start()
-    env = cluster.environment(mongo, root)
+    env = {**cluster.environment(mongo, root), "CLIP_ZEROSHOT_STALE_AFTER": str(STALE_AFTER)}
     try:
         assert cluster.python(env, PREPARE.format(images=root / "images")) == IMAGES
         yield mongo, env, root
@@ -87,7 +103,7 @@ def test_two_workers_run_four_shards_each_sample_once(deployment):
     assert result["state"] == "done" and result["shards"] == [["completed", 10, 10]] * SHARDS
 
 
-def test_killed_worker_shard_is_rerun_and_nothing_is_lost_or_doubled(deployment):
+def test_killed_worker_shard_is_lost_requeued_in_one_call_and_nothing_is_lost_or_doubled(deployment, say):
     mongo, env, root = deployment
     ids = cluster.python(env, QUEUE.format(field="killed"))
     first = cluster.start_worker(env, root / "killed-0.log")
@@ -101,10 +117,14 @@ def test_killed_worker_shard_is_rerun_and_nothing_is_lost_or_doubled(deployment)
         first.wait()
     finally:
         cluster.stop(first)
+    killed = time.monotonic()
     assert next(op for op in mongo.operations() if str(op["_id"]) == victim)["run_state"] == "running"
-    for command in ("fail", "rerun"):  # what the README tells an operator to do after a lost worker
-        subprocess.run([cluster.FIFTYONE, "delegated", command, victim], env=env, check=True, timeout=120,
-                       capture_output=True)
+    time.sleep(max(0.0, STALE_AFTER + 1 - (time.monotonic() - killed)))  # past the heartbeat limit
+    recovery = cluster.python(env, REQUEUE)
+    checked = time.monotonic() - killed
+    assert recovery["before"]["state"] == "lost" and recovery["before"]["lost"] == [victim]
+    assert "no heartbeat for" in recovery["before"]["error"] or "is gone" in recovery["before"]["error"]
+    assert recovery["after"]["state"] == "queued" and recovery["victim"] == ["failed"]
     rerun = [str(op["_id"]) for op in mongo.operations() if str(op["_id"]) not in ids and op["run_state"] == "queued"]
     assert len(rerun) == 1
     second = cluster.start_worker(env, root / "killed-1.log")
@@ -113,6 +133,8 @@ def test_killed_worker_shard_is_rerun_and_nothing_is_lost_or_doubled(deployment)
         cluster.wait_for(lambda: _completed(mongo, remaining), 400, "the other shards and the rerun completed")
     finally:
         cluster.stop(second)
+    say(f"  lost worker: SIGKILL at 0 s; run_status 'lost' and requeue at {checked:.0f} s (limit {STALE_AFTER} s); "
+        f"a new worker finished every shard at {time.monotonic() - killed:.0f} s")
     result = cluster.python(env, CHECK.format(field="killed"))
     assert result["same"] and result["labelled"] == IMAGES and result["maps"] == 2 * IMAGES
     assert result["state"] == "done" and result["shards"] == [["completed", 10, 10]] * SHARDS

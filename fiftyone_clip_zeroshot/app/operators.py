@@ -118,7 +118,7 @@ class DetectWithClip(JobOperator):
     def make_job(self, ctx) -> DetectJob:
         if ctx.params.get("shard_of"):  # one shard of a run queued by ``queue_shards``
             return DetectJob.shard(ctx.target_view(), ctx.params["label_field"], ctx.params["shard_of"],
-                                   device=_model_params(ctx)["device"])
+                                   device=_model_params(ctx)["device"], index=ctx.params.get("shard"))
         prompts = parse_prompts(ctx.params.get("prompts"))
         thresh = ctx.params.get("confidence_thresh")
         if ctx.params.get("calibrated_from"):  # calibrated prompts take theirs, the others the one given

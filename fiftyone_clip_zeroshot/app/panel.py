@@ -29,7 +29,7 @@ from fiftyone_clip_zeroshot.labeling.results import (
     unused_field_name,
 )
 from fiftyone_clip_zeroshot.labeling.runs import DetectRun
-from fiftyone_clip_zeroshot.labeling.shards import DETECT_URI, run_status
+from fiftyone_clip_zeroshot.labeling.shards import DETECT_URI, RECOVERABLE, requeue, run_status
 
 PANEL_NAME = "clip_zeroshot_panel"
 TARGETS = {"DATASET": "Dataset", "CURRENT_VIEW": "Current view", "SELECTED_SAMPLES": "Selected samples"}
@@ -133,12 +133,22 @@ class ClipZeroShotPanel(ReviewSection, foo.Panel):
     def on_clear(self, ctx) -> None:
         ctx.ops.clear_view()
 
+    def on_requeue(self, ctx) -> None:
+        """Run the lost and failed shards of the inspected sharded run again (``requeue``)."""
+        field = ctx.panel.state.get("inspect_field")
+        before = ctx.panel.state.get("requeue") or 0
+        status = requeue(ctx.dataset, field)
+        ctx.panel.state.set(PANEL_STATUS, f"Requeued {before} shards of run {status.run_id}: a "
+                                          "`fiftyone delegated launch` worker runs them.")
+        self._refresh(ctx)
+
     def _refresh(self, ctx) -> None:
         field = ctx.panel.state.get("inspect_field")
         run = DetectRun.load(ctx.dataset, field) if field else None
         stats = prompt_stats(ctx.dataset, field, run) if field in detection_fields(ctx.dataset) else []
-        shards = str(run_status(ctx.dataset, field)) if run and run.shards else None
-        ctx.panel.state.set("summary", _summary_markdown(stats, run, shards))
+        status = run_status(ctx.dataset, field) if run and run.shards else None
+        ctx.panel.state.set("summary", _summary_markdown(stats, run, str(status) if status else None))
+        ctx.panel.state.set("requeue", sum(s.state in RECOVERABLE for s in status.shards) if status else 0)
         ctx.panel.state.set("heatmap_prompts", [s.prompt for s in stats if s.heatmap_field])
         ctx.panel.data.set("histogram", histogram_traces(stats))
         for key, value in self.review_state(ctx).items():
@@ -183,6 +193,9 @@ class ClipZeroShotPanel(ReviewSection, foo.Panel):
         panel.enum("inspect_field", fields.values(), view=fields, default=state.get("inspect_field"),
                    on_change=self.on_change_field)
         panel.md(state.get("summary") or NO_RUNS, name="summary")
+        if state.get("requeue"):
+            panel.btn("requeue", label=f"Requeue {state.get('requeue')} lost or failed shards",
+                      on_click=self.on_requeue)
         if state.get("review_report"):
             panel.md("Review of these labels:\n\n" + state.get("review_report"), name="review_report")
         panel.plot("histogram", layout={"title": "confidence", "barmode": "overlay", "height": 260,

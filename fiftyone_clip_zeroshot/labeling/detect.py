@@ -7,7 +7,6 @@ yields progress, which is what both ``detect()`` and the App operator drive.
 from __future__ import annotations
 
 import contextlib
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, replace
@@ -27,6 +26,7 @@ from fiftyone_clip_zeroshot.core.options import (
     check_method,
     check_prompts,
 )
+from fiftyone_clip_zeroshot.labeling import claims
 from fiftyone_clip_zeroshot.labeling.fo_private import declare_fields
 from fiftyone_clip_zeroshot.labeling.jobs import (
     DatabaseError,
@@ -40,8 +40,8 @@ from fiftyone_clip_zeroshot.labeling.jobs import (
     run_job,
 )
 from fiftyone_clip_zeroshot.labeling.labels import heatmap_fields, to_detections, to_heatmap
-from fiftyone_clip_zeroshot.labeling.runs import HEARTBEAT_EVERY, DetectRun, now, this_process
-from fiftyone_clip_zeroshot.labeling.shards import queue_shards, refuse_if_running
+from fiftyone_clip_zeroshot.labeling.runs import DetectRun
+from fiftyone_clip_zeroshot.labeling.shards import check_free, claim_field, queue_shards
 
 HEATMAP_FOLDER = "clip-zeroshot-heatmaps"
 
@@ -70,6 +70,7 @@ class DetectJob(SampleJob):
         skip_existing: bool = False,
         heatmap_root: str | Path | None = None,
         shard_of: str | None = None,
+        shard_index: int | None = None,
         **options: Any,
     ):
         self.prompts = check_prompts(prompts)
@@ -83,9 +84,9 @@ class DetectJob(SampleJob):
         self.field_types = {label_field: fo.Detections, **{f: fo.Heatmap for f in self.heatmap_fields}}
         check_target(samples, self.field_types, allow_empty=shard_of is not None)
         previous = DetectRun.load(samples, label_field)
-        self.shard_of = shard_of
+        self.shard_of, self.shard_index = shard_of, shard_index
         if shard_of is None:
-            refuse_if_running(previous, samples)
+            check_free(samples, label_field)
             self.run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
             root = Path(heatmap_root) if heatmap_root else default_heatmap_root()
             self.heatmap_dir = root / _safe(dataset_name(samples)) / label_field / self.run_id
@@ -102,24 +103,25 @@ class DetectJob(SampleJob):
         self.model = resolve_model(model, device)
         self.fields = [self.label_field, *self.heatmap_fields]
         self._run: DetectRun | None = None
-        self._last_beat = 0.0
+        self._claim = claims.claim_key(dataset_name(samples), label_field)
         super().__init__()
 
     @classmethod
     def shard(cls, samples: fo.core.collections.SampleCollection, label_field: str, run_id: str,
-              device: str | None = None) -> DetectJob:
-        """The job of one shard of the sharded run ``run_id``: prompts, model and options come from
-        the run's record, so every shard (and every rerun of one) does what the run recorded."""
+              device: str | None = None, index: int | None = None) -> DetectJob:
+        """The job of shard ``index`` of the sharded run ``run_id``: prompts, model and options come
+        from the run's record, so every shard (and every rerun of one) does what the run recorded;
+        while it runs, it beats its shard's heartbeat on the run's claim."""
         run = _sharded_run(DetectRun.load(samples, label_field), label_field, run_id)
         options = {**run.options, **({"confidence_thresh": run.thresholds} if run.thresholds else {})}
         return cls(samples, run.prompts, model=run.model, label_field=label_field, heatmaps=bool(run.heatmap_fields),
-                   device=device, shard_of=run_id, **options)
+                   device=device, shard_of=run_id, shard_index=index, **options)
 
     def start(self) -> None:
         self._old_pngs: list[Path] = []
         if self.shard_of is None:
-            self._run = self._record_run()
-            self._last_beat = time.monotonic()
+            self._run = self.record(owner=claims.this_process())
+            self._run.save(self.samples)
         declare_fields(self.samples, self.field_types)
 
     def finish(self) -> None:
@@ -127,23 +129,30 @@ class DetectJob(SampleJob):
             path.unlink(missing_ok=True)
 
     def steps(self) -> Iterator[tuple[int, int]]:
-        """``SampleJob.steps``, with the record's heartbeat while running and its final state
-        (done, or stopped by an error or interruption)."""
+        """``SampleJob.steps`` under the field's claim (taken first, or the run is refused naming
+        the run that holds it; a shard beats its part of its run's claim), with heartbeats from a
+        background thread, and the record's final state (done, or stopped by an error or interruption)."""
+        if self.shard_of is None:
+            claim_field(self.samples, self.label_field, self.run_id)
         state = "stopped"
         try:
-            for done, total in super().steps():
-                if self._run and time.monotonic() - self._last_beat > HEARTBEAT_EVERY:
-                    self._run.beat(self.samples)
-                    self._last_beat = time.monotonic()
-                yield done, total
+            self._beat()
+            with claims.Heartbeat(self._beat):
+                yield from super().steps()
             state = "done"
         except DatabaseError:
             self._run = None  # nothing more can be recorded
             raise
         finally:
-            if self._run:
-                with contextlib.suppress(Exception):  # the database may be what stopped the run
-                    self._run.update(self.samples, state=state, heartbeat=now())
+            with contextlib.suppress(Exception):  # the database may be what stopped the run
+                if self._run:
+                    self._run.update(self.samples, state=state)
+                if self.shard_of is None:
+                    claims.release(self._claim, self.run_id)
+
+    def _beat(self) -> None:
+        if self.shard_of is None or self.shard_index is not None:
+            claims.beat(self._claim, self.run_id, self.shard_index)
 
     def labels(self, sample: fo.Sample, pixels: torch.Tensor) -> dict[str, fo.Label | None]:
         labels: dict[str, fo.Label | None] = self._localize(sample, pixels)
@@ -181,11 +190,6 @@ class DetectJob(SampleJob):
             model=self.model.name, device=str(self.model.device), options=asdict(options), run_id=self.run_id,
             heatmap_dir=str(self.heatmap_dir), stale_fields=self.stale_fields, thresholds=self.thresholds,
             previous_field_dir=str(self.previous_field_dir) if self.previous_field_dir else None, **fields)
-
-    def _record_run(self) -> DetectRun:
-        run = self.record(owner=this_process(), heartbeat=now())
-        run.save(self.samples)
-        return run
 
 
 def detect(

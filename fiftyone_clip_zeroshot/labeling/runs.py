@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import fiftyone as fo
-import psutil
 
 RUN_KEY_PREFIX = "clip_zeroshot_"
-HEARTBEAT_EVERY = 10.0  # seconds between a running run's heartbeats in its record
-STALE_AFTER = 60.0  # seconds without a heartbeat after which a "running" run is taken as dead
 
 
 def run_key(label_field: str) -> str:
@@ -37,8 +31,7 @@ class DetectRun:
     run_id: str
     heatmap_dir: str | None = None
     state: str = "running"  # running | done | failed | stopped; a sharded run: "sharded" (see shards)
-    owner: str | None = None  # "host pid" of the process running it (unsharded runs)
-    heartbeat: str | None = None  # ISO time of its last sign of life (unsharded runs)
+    owner: str | None = None  # "host pid" of the process running it (unsharded runs; heartbeats: claims)
     shards: list[dict[str, Any]] = field(default_factory=list)  # see labeling.shards.queue_shards
     stale_fields: list[str] = field(default_factory=list)  # heatmap fields of the previous run to clear
     previous_field_dir: str | None = None  # where the previous run's PNG heatmaps are (to delete them)
@@ -65,28 +58,13 @@ class DetectRun:
         samples.register_run(run_key(self.label_field), self._config(samples), overwrite=True, cleanup=False)
 
     def update(self, samples: fo.core.collections.SampleCollection, **changes: Any) -> None:
-        """Change fields of this (already saved) record in place, e.g. its state or heartbeat."""
+        """Change fields of this (already saved) record in place, e.g. its state."""
         for name, value in changes.items():
             setattr(self, name, value)
         samples.update_run_config(run_key(self.label_field), self._config(samples))
 
-    def beat(self, samples: fo.core.collections.SampleCollection) -> None:
-        """Record a sign of life of the process running this run."""
-        self.update(samples, heartbeat=now())
-
     def _config(self, samples: fo.core.collections.SampleCollection) -> fo.core.runs.RunConfig:
         return samples.init_run(method=self.method, **asdict(self))
-
-    def alive(self) -> bool:
-        """Whether an unsharded run is still running: marked so, with its process alive (when it ran
-        on this machine) and a heartbeat under ``STALE_AFTER`` old."""
-        if self.state != "running" or not self.heartbeat or not self.owner:
-            return False
-        host, _, pid = self.owner.rpartition(" pid ")
-        if host == socket.gethostname() and not psutil.pid_exists(int(pid)):
-            return False
-        age = datetime.now(timezone.utc) - datetime.fromisoformat(self.heartbeat)
-        return age.total_seconds() < STALE_AFTER
 
     @classmethod
     def load(cls, samples: fo.core.collections.SampleCollection, label_field: str) -> DetectRun | None:
@@ -116,11 +94,3 @@ def plugin_fields(samples: fo.core.collections.SampleCollection) -> list[str]:
     runs = set(samples.list_runs())
     ours = [name for name in schema if run_key(name) in runs]
     return sorted(ours, key=lambda name: samples.get_run_info(run_key(name)).timestamp, reverse=True)
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def this_process() -> str:
-    return f"{socket.gethostname()} pid {os.getpid()}"
