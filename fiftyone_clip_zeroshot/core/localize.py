@@ -18,6 +18,7 @@ import numpy as np
 import supervision as sv
 import torch
 
+from fiftyone_clip_zeroshot.core.batching import SharedEncoder
 from fiftyone_clip_zeroshot.core.detections import detect_objects
 from fiftyone_clip_zeroshot.core.images import ImageInput, load_image
 from fiftyone_clip_zeroshot.core.localizers import LOCALIZERS
@@ -70,7 +71,27 @@ def localize_tensor(
     pixels: torch.Tensor, prompts: list[str], model: ClipModel, opts: LocalizeOptions
 ) -> list[Localization]:
     """``localize`` for an already decoded uint8 ``(3, H, W)`` tensor on the model's device."""
+    return _localize(pixels, PromptScorer(model, prompts, opts.negative_prompts, opts.batch_size), prompts, opts)
+
+
+def localize_batch(
+    images: Sequence[torch.Tensor], prompts: list[str], model: ClipModel, opts: LocalizeOptions
+) -> list[list[Localization] | Exception]:
+    """``localize_tensor`` for several decoded images at once, their windows, crops and tiles
+    encoded as one stream of batches (``core.batching``); each image's results are its own
+    single-image results, or the exception that stopped that image (the others go on)."""
     scorer = PromptScorer(model, prompts, opts.negative_prompts, opts.batch_size)
+    if len(images) == 1:
+        try:
+            return [_localize(images[0], scorer, prompts, opts)]
+        except Exception as error:  # noqa: BLE001 - returned in the image's place, as for several
+            return [error]
+    shared = scorer.with_encoder(SharedEncoder(model, opts.batch_size))
+    return shared.shared.map(lambda pixels: _localize(pixels, shared, prompts, opts), images)
+
+
+def _localize(pixels: torch.Tensor, scorer: PromptScorer, prompts: list[str], opts: LocalizeOptions
+              ) -> list[Localization]:
     heat_hw = heatmap_shape((int(pixels.shape[1]), int(pixels.shape[2])), opts.heatmap_size)
     evidence = LOCALIZERS[opts.method](pixels, scorer, opts, heat_hw)
     detections = detect_objects(pixels, evidence, scorer, prompts, opts)

@@ -2,14 +2,15 @@
 decoding, saving and failure handling, and the progress/summary plumbing of ``detect``, ``verify``
 and ``classify``.
 
-A job is validated when it is constructed (nothing is written before), then ``steps()`` works one
-sample at a time and yields ``(done, total)``. A sample's fields are assigned only once all of
-them are computed, and FiftyOne saves each sample in one update, so a failure or interruption
-never leaves half a result.
+A job is validated when it is constructed (nothing is written before), then ``steps()`` works
+``image_batch_size`` samples at a time and yields ``(done, total)`` after each. A sample's fields
+are assigned only once all of them are computed, and FiftyOne saves each sample in one update,
+so a failure or interruption never leaves half a result.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -63,6 +64,7 @@ class SampleJob:
     samples: fo.core.collections.SampleCollection
     model: ClipModel
     skip_failures: bool = True
+    image_batch_size: int = 1
 
     def __init__(self) -> None:
         self.failures: dict[str, str] = {}
@@ -72,6 +74,17 @@ class SampleJob:
         """The field values to set on ``sample`` (raise to leave the sample untouched)."""
         raise NotImplementedError
 
+    def labels_batch(self, samples: list[fo.Sample], images: list[torch.Tensor]) -> list[dict[str, Any] | Exception]:
+        """``labels`` of several samples at once, an exception in the place of one that failed
+        (by default one by one; ``image_batch_size`` samples come at a time)."""
+        outcomes: list[dict[str, Any] | Exception] = []
+        for sample, pixels in zip(samples, images):
+            try:
+                outcomes.append(self.labels(sample, pixels))
+            except Exception as error:  # noqa: BLE001 - reported per sample, see skip_failures
+                outcomes.append(error)
+        return outcomes
+
     def start(self) -> None:
         """Called once before the first sample."""
 
@@ -79,26 +92,24 @@ class SampleJob:
         """Called once after the last sample."""
 
     def steps(self) -> Iterator[tuple[int, int]]:
-        """Process the samples one by one, yielding ``(done, total)`` after each."""
+        """Process the samples ``image_batch_size`` at a time, yielding ``(done, total)`` after each sample."""
         self.start()
         done = 0
         try:
-            with ThreadPoolExecutor(PREFETCH) as pool:
-                images = prefetch_images(pool, self.samples.values("filepath"), self.model.device)
-                for sample, image in zip(self.samples.iter_samples(autosave=True, **SAVE_EVERY), images):
-                    try:
-                        updates = self.labels(sample, image.result())
-                    except Exception as error:  # noqa: BLE001 - reported per sample, see skip_failures
-                        if not self.skip_failures:
-                            raise
-                        self.failures[sample.id] = f"{type(error).__name__}: {error}"
-                        logger.warning("sample %s (%s) failed: %s", sample.id, sample.filepath,
-                                       self.failures[sample.id])
-                    else:
-                        for field, value in updates.items():
-                            sample[field] = value
-                    done += 1
-                    yield done, self.total
+            with ThreadPoolExecutor(PREFETCH) as pool, self.samples.save_context(**SAVE_EVERY) as saver:
+                images = prefetch_images(pool, self.samples.values("filepath"), self.model.device,
+                                         ahead=max(PREFETCH, self.image_batch_size))
+                pairs = zip(self.samples.iter_samples(), images)
+                while chunk := list(itertools.islice(pairs, self.image_batch_size)):
+                    for sample, outcome in zip((s for s, _ in chunk), self._chunk_labels(chunk)):
+                        if isinstance(outcome, Exception):
+                            self._failed(sample, outcome)
+                        else:
+                            for field, value in outcome.items():
+                                sample[field] = value
+                            saver.save(sample)
+                        done += 1
+                        yield done, self.total
         except PyMongoError as error:
             raise DatabaseError(
                 f"lost the database after {done} of {self.total} samples ({type(error).__name__}: {error}); the "
@@ -106,6 +117,27 @@ class SampleJob:
         self.finish()
         if self.failures:
             logger.warning("%d of %d samples failed; see job.failures", len(self.failures), self.total)
+
+    def _chunk_labels(self, chunk: list[tuple[fo.Sample, Future]]) -> list[dict[str, Any] | Exception]:
+        """The outcome of each sample of ``chunk``: its labels, or why its image or labels failed."""
+        outcomes: list[dict[str, Any] | Exception | None] = [None] * len(chunk)
+        decoded = []
+        for index, (_, image) in enumerate(chunk):
+            try:
+                decoded.append((index, image.result()))
+            except Exception as error:  # noqa: BLE001 - reported per sample, see skip_failures
+                outcomes[index] = error
+        if decoded:
+            labelled = self.labels_batch([chunk[i][0] for i, _ in decoded], [pixels for _, pixels in decoded])
+            for (index, _), outcome in zip(decoded, labelled):
+                outcomes[index] = outcome
+        return outcomes
+
+    def _failed(self, sample: fo.Sample, error: Exception) -> None:
+        if not self.skip_failures:
+            raise error
+        self.failures[sample.id] = f"{type(error).__name__}: {error}"
+        logger.warning("sample %s (%s) failed: %s", sample.id, sample.filepath, self.failures[sample.id])
 
 
 def run_job(job: SampleJob, progress: Progress) -> None:
@@ -123,8 +155,9 @@ def run_job(job: SampleJob, progress: Progress) -> None:
             print(f"  {sample_id}: {message}")
 
 
-def prefetch_images(pool: ThreadPoolExecutor, paths: list[str], device: torch.device) -> Iterator[Future]:
-    """Decode images ``PREFETCH`` ahead of the consumer, moving uint8 pixels to ``device``."""
+def prefetch_images(pool: ThreadPoolExecutor, paths: list[str], device: torch.device,
+                    ahead: int = PREFETCH) -> Iterator[Future]:
+    """Decode images ``ahead`` of the consumer, moving uint8 pixels to ``device``."""
     def load(path: str) -> torch.Tensor:
         pixels = load_image(path)
         if device.type == "cuda":
@@ -134,7 +167,7 @@ def prefetch_images(pool: ThreadPoolExecutor, paths: list[str], device: torch.de
     queue: deque[Future] = deque()
     for path in paths:
         queue.append(pool.submit(load, path))
-        if len(queue) > PREFETCH:
+        if len(queue) > ahead:
             yield queue.popleft()
     yield from queue
 

@@ -17,7 +17,7 @@ import fiftyone.core.models as fom
 import torch
 
 from fiftyone_clip_zeroshot.core.images import load_image
-from fiftyone_clip_zeroshot.core.localize import localize_tensor
+from fiftyone_clip_zeroshot.core.localize import localize_batch
 from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL, ClipModel
 from fiftyone_clip_zeroshot.core.options import LocalizeOptions, check_prompts
 from fiftyone_clip_zeroshot.labeling.jobs import resolve_model
@@ -89,14 +89,20 @@ class ClipZeroShotModel(fom.SamplesMixin, fom.Model):
     def predict(self, arg: Any, sample: fo.Sample | None = None) -> fo.Detections:
         """Detections in one image: a decoded ``(3, H, W)`` uint8 tensor (from a DataLoader
         worker), else the sample's file, else the array FiftyOne passes."""
-        if isinstance(arg, torch.Tensor):
-            pixels = arg
-        else:
-            pixels = load_image(sample.filepath if sample is not None else arg)
-        pixels = pixels.to(self.clip.device, non_blocking=True)
-        results = localize_tensor(pixels, self.prompts, self.clip, self.options)
-        return to_detections(results, (int(pixels.shape[2]), int(pixels.shape[1])), self.options.method)
+        return self.predict_all([arg], [sample])[0]
 
     def predict_all(self, args: Sequence[Any], samples: Sequence[fo.Sample] | None = None) -> list[fo.Detections]:
+        """Detections in each image of a batch (``apply_model(batch_size=...)``), localized
+        together (``localize_batch``); an image that fails raises, as FiftyOne expects."""
         samples = samples or [None] * len(args)
-        return [self.predict(arg, sample) for arg, sample in zip(args, samples)]
+        images = [self._pixels(arg, sample) for arg, sample in zip(args, samples)]
+        outcomes = localize_batch(images, self.prompts, self.clip, self.options)
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                raise outcome
+        return [to_detections(results, (int(pixels.shape[2]), int(pixels.shape[1])), self.options.method)
+                for pixels, results in zip(images, outcomes)]
+
+    def _pixels(self, arg: Any, sample: fo.Sample | None) -> torch.Tensor:
+        pixels = arg if isinstance(arg, torch.Tensor) else load_image(sample.filepath if sample is not None else arg)
+        return pixels.to(self.clip.device, non_blocking=True)

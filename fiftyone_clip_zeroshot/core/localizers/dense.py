@@ -17,6 +17,7 @@ shared tail), or region proposals with ``proposals=True``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -68,9 +69,21 @@ def dense_logits(
     grid = WindowGrid.build(image_hw, side, side * opts.dense_stride, size)
     resized = grid.resize(pixels)
     tokens = scorer.encode(len(grid), lambda index: grid.crops(resized, index),
-                           encode=lambda tiles: patch_tokens(model, tiles, opts.dense_attention))
+                           encode=PatchTokens(opts.dense_attention, model))
     logits = scorer.scale * tokens.flatten(0, 2) @ scorer.text.T
     return coverage_mean(_patch_boxes(grid.boxes, tokens.shape[1]), logits, image_hw, heat_hw)
+
+
+@dataclass(frozen=True)
+class PatchTokens:
+    """``patch_tokens`` as an encoder of tiles; equal for equal attention, so that the tiles of
+    several images share batches (``core.batching``; the images of one batch share one model)."""
+
+    attention: str
+    model: ClipModel = field(compare=False, repr=False)
+
+    def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
+        return patch_tokens(self.model, tiles, self.attention)
 
 
 @torch.inference_mode()

@@ -1,0 +1,89 @@
+"""Images localized together (``core.batching``): every method gives each image exactly its
+single-image results, failures stay with their image, and the out-of-memory back-off holds on
+the shared stream; ``detect`` and ``apply_model`` use it."""
+
+import dataclasses
+
+import fiftyone as fo
+import numpy as np
+import pytest
+import torch
+
+import fiftyone_clip_zeroshot as fz
+from fiftyone_clip_zeroshot.core.images import load_image
+from fiftyone_clip_zeroshot.core.localize import localize_batch, localize_tensor
+from fiftyone_clip_zeroshot.core.localizers import METHODS
+from fiftyone_clip_zeroshot.core.options import LocalizeOptions
+from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
+from fiftyone_clip_zeroshot.shapes.world import render_scene
+
+FAST = dict(window_scales=(0.3, 0.6), window_stride=0.5, context_scales=(0.5,), heatmap_size=64,
+            confidence_thresh=0.2)
+SIZES = [(200, 150), (260, 180), (150, 220)]  # images of different sizes share batches
+
+
+def _scenes():
+    scenes = [render_scene(7, index, width, height) for index, (width, height) in enumerate(SIZES)]
+    prompts = sorted({label for scene in scenes for label in scene.labels})
+    return [load_image(np.asarray(scene.image)) for scene in scenes], prompts
+
+
+def _assert_same(single, batched):
+    for one, many in zip(single, batched):
+        for a, b in zip(one, many):
+            assert a.prompt == b.prompt
+            np.testing.assert_allclose(a.heatmap, b.heatmap, atol=1e-5)
+            np.testing.assert_allclose(a.detections.xyxy, b.detections.xyxy, atol=1e-5)
+            np.testing.assert_allclose(a.detections.confidence, b.detections.confidence, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_batch_of_images_gives_each_its_single_image_results(method, shapes_model):
+    images, prompts = _scenes()
+    opts = LocalizeOptions.create(method=method, batch_size=48, **FAST)
+    single = [localize_tensor(pixels, prompts, shapes_model, opts) for pixels in images]
+    batched = localize_batch(images, prompts, shapes_model, opts)
+    assert sum(len(r.detections) for results in single for r in results) > 0
+    _assert_same(single, batched)
+
+
+def test_an_image_that_fails_fails_alone_and_out_of_memory_halves_the_shared_stream(shapes_model, monkeypatch):
+    images, prompts = _scenes()
+    opts = LocalizeOptions.create(method="proposals", **FAST)
+    single = [localize_tensor(pixels, prompts, shapes_model, opts) for pixels in images]
+    model = dataclasses.replace(shapes_model, batch_size=64)
+    encode = model.model.get_image_features
+    sizes = []
+
+    def small_device(pixel_values, **kwargs):
+        sizes.append(len(pixel_values))
+        if len(pixel_values) > 16:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return encode(pixel_values=pixel_values, **kwargs)
+
+    monkeypatch.setattr(model.model, "get_image_features", small_device)
+    broken = torch.zeros(3, 0, 0, dtype=torch.uint8)  # no pixels: the localizer cannot run on it
+    outcomes = localize_batch([images[0], broken, images[1], images[2]], prompts, model, opts)
+    assert isinstance(outcomes[1], Exception)
+    _assert_same(single, [outcomes[0], *outcomes[2:]])
+    assert model.max_batch == 16 and max(sizes[sizes.index(16):]) <= 16  # halved once for all images
+
+
+def test_detect_and_apply_model_batch_images_with_the_results_of_one_by_one(shapes_model, tmp_root):
+    dataset = load_shapes_dataset("batching", 5, tmp_root / "images" / "batching", seed=9, width=240, height=180)
+    prompts = ["red circle", "blue square", "green triangle"]
+    run = dict(model=shapes_model, method="proposals", heatmaps=False, progress=False, **FAST)
+    fz.detect(dataset, prompts, label_field="one", image_batch_size=1, **run)
+    fz.detect(dataset, prompts, label_field="three", image_batch_size=3, **run)
+    model = fz.ClipZeroShotModel(prompts, model=shapes_model, method="proposals", **FAST)
+    dataset.apply_model(model, label_field="applied", batch_size=4)
+
+    def boxes(field):
+        labels = dataset.values(f"{field}.detections")
+        return [[(d.label, d.bounding_box, d.confidence) for d in (x or [])] for x in labels]
+
+    assert sum(map(len, boxes("one"))) > 0 and boxes("three") == boxes("one") == boxes("applied")
+    with pytest.raises(fz.OptionsError, match="image_batch_size must be a positive integer"):
+        fz.detect(dataset, prompts, label_field="bad", image_batch_size=0, **run)
+    assert not dataset.has_field("bad")
+    fo.delete_dataset("batching")
