@@ -20,6 +20,7 @@ _spec.loader.exec_module(cluster)
 
 IMAGES = 24
 SHARDS = 4
+PER_SHARD = IMAGES // SHARDS
 STALE_AFTER = 8  # seconds: the heartbeat limit in this deployment (60 by default)
 RUN = "dict(model='shapes-world', device='cpu', heatmap_size=96, window_scales=(0.2, 0.4), window_stride=0.5)"
 PREPARE = f"""
@@ -100,7 +101,7 @@ def test_two_workers_run_four_shards_each_sample_once(deployment):
     assert [_claims(logs, i) for i in ids] == [1] * SHARDS  # each shard claimed by exactly one worker
     result = cluster.python(env, CHECK.format(field="sharded"))
     assert result["same"] and result["labelled"] == IMAGES and result["maps"] == 2 * IMAGES
-    assert result["state"] == "done" and result["shards"] == [["completed", IMAGES // SHARDS, IMAGES // SHARDS]] * SHARDS
+    assert result["state"] == "done" and result["shards"] == [["completed", PER_SHARD, PER_SHARD]] * SHARDS
 
 
 def test_killed_worker_shard_is_lost_requeued_in_one_call_and_nothing_is_lost_or_doubled(deployment, say):
@@ -137,7 +138,7 @@ def test_killed_worker_shard_is_lost_requeued_in_one_call_and_nothing_is_lost_or
         f"a new worker finished every shard at {time.monotonic() - killed:.0f} s")
     result = cluster.python(env, CHECK.format(field="killed"))
     assert result["same"] and result["labelled"] == IMAGES and result["maps"] == 2 * IMAGES
-    assert result["state"] == "done" and result["shards"] == [["completed", IMAGES // SHARDS, IMAGES // SHARDS]] * SHARDS
+    assert result["state"] == "done" and result["shards"] == [["completed", PER_SHARD, PER_SHARD]] * SHARDS
 
 
 def test_database_stopping_mid_run_is_a_clear_error_and_skip_existing_finishes(tmp_path):

@@ -136,7 +136,8 @@ def run_status(samples: fo.core.collections.SampleCollection, label_field: str) 
         raise LabelingError(f"no detect run is recorded on {label_field!r}")
     holder = claims.read(claims.claim_key(dataset_name(samples), label_field))
     if not run.shards:
-        lost = run.state == "running" and _gone(samples, holder, run) is not None
+        ours = holder is not None and holder.run_id == run.run_id
+        lost = run.state == "running" and (not ours or _gone(samples, holder, run) is not None)
         return RunStatus(label_field, run.run_id, "lost" if lost else run.state, [])
     shards = shard_states(samples, run, holder)
     states = {s.state for s in shards}
