@@ -2,12 +2,15 @@
 
     python benchmarks/quality.py --panel                 # every packaged test model (README table)
     python benchmarks/quality.py --model shapes-world    # one model: a packaged name or a CLIP folder
-    python benchmarks/quality.py --panel --hard          # also the harder scene set
+    python benchmarks/quality.py --panel --hard          # every scene set: easy, hard and photo
+    python benchmarks/quality.py --panel --sets photo    # one scene set
 
 Every colour×shape class is prompted on every scene, so prompts of absent classes are measured
 too. Scene sets: ``easy`` — today's held-out scenes (512x384, 0–6 flat-filled shapes of 24–220 px,
 overlaps bounded); ``hard`` — shapes up to 60 % of the short side with stripes, speckle or
-shading, several instances of one class, touching and partly hidden (``render_hard_scene``).
+shading, several instances of one class, touching and partly hidden (``render_hard_scene``);
+``photo`` — easy's shapes on random crops of the photos installed with FiftyOne's dependencies
+(``render_photo_scene``), so the background is real clutter.
 Columns: mAP@0.5 and mAP@[.5:.95] (supervision's COCO-style mAP), recall at IoU 0.5, absent-prompt
 false positives (share of (scene, absent prompt) pairs with a box / share of scenes with any),
 how often a heatmap's peak is inside its object (objects >= 64 px), seconds per image, and for
@@ -25,7 +28,7 @@ from fiftyone_clip_zeroshot import load_model
 from fiftyone_clip_zeroshot.core.localizers import METHODS
 from fiftyone_clip_zeroshot.core.model import PACKAGED_MODELS
 from fiftyone_clip_zeroshot.core.quality import COLUMNS
-from fiftyone_clip_zeroshot.shapes.evaluate import evaluate, held_out_scenes, zero_shot_accuracy
+from fiftyone_clip_zeroshot.shapes.evaluate import SCENE_SETS, evaluate, held_out_scenes, zero_shot_accuracy
 
 
 def main() -> None:
@@ -33,14 +36,15 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=40)
     parser.add_argument("--model", nargs="+", default=["shapes-world"], help="packaged names or CLIP folders")
     parser.add_argument("--panel", action="store_true", help="every packaged test model")
-    parser.add_argument("--hard", action="store_true", help="also the harder scene set")
+    parser.add_argument("--sets", nargs="+", default=["easy"], choices=list(SCENE_SETS), help="scene sets")
+    parser.add_argument("--hard", action="store_true", help="all scene sets: easy, hard and photo")
     parser.add_argument("--device", default=None)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     args = parser.parse_args()
 
     names = list(PACKAGED_MODELS) if args.panel else args.model
-    sets = ["easy", "hard"] if args.hard else ["easy"]
-    scenes = {name: held_out_scenes(args.scenes, hard=name == "hard") for name in sets}
+    sets = list(SCENE_SETS) if args.hard else args.sets
+    scenes = {name: held_out_scenes(args.scenes, name) for name in sets}
     print(f"{args.scenes} scenes of 512x384 per set; torch {torch.__version__}; {platform.machine()}, "
           f"{torch.get_num_threads()} threads")
     accuracy = {}

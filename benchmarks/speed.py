@@ -12,7 +12,8 @@ window and prompt, batch 1. ``limit`` is ``get_image_features`` on ready-made te
 best batch size. ``detect()`` runs through FiftyOne over JPEGs on disk, decoding included.
 
 ``--methods`` times every localizer at its default options (one run each) on 640x480 and
-5184x3456 scenes with a random ViT-B/32 CLIP, and on 640x480 with ViT-B/16, and counts the
+5184x3456 scenes and on a photo (scikit-image's astronaut at 640x480) with a random ViT-B/32
+CLIP, and on the 640x480 scene and the photo with ViT-B/16, and counts the
 encoder's work as 224-px forwards (tokens through the vision tower / tokens of one 224-px
 crop), verification crops included. Both models see 224-px crops, so the counts are the same
 for both; only the time per forward differs. Occlusion is left out: with random weights every
@@ -37,14 +38,16 @@ from fiftyone_clip_zeroshot import load_model, localize
 from fiftyone_clip_zeroshot.core.localizers import METHODS
 from fiftyone_clip_zeroshot.core.model import ClipModel, default_device
 from fiftyone_clip_zeroshot.core.windows import WindowGrid
+from fiftyone_clip_zeroshot.photos import installed_photos
 from fiftyone_clip_zeroshot.shapes.world import CLASSES, render_scene
 
 PROMPT_POOL = [f"a photo of a {c}" for c in CLASSES]
 
 
-def random_vit_b32(device: torch.device, patch: int = 32) -> tuple[ClipModel, object]:
+def random_vit_b32(device: torch.device, patch: int = 32, geometry_only: bool = False) -> tuple[ClipModel, object]:
     """A ViT-B/32-shaped CLIP (B/16 with ``patch=16``) with random weights, plus a CLIPProcessor
-    for the reference loop."""
+    for the reference loop. ``geometry_only``: the same input size and patches on a 1-layer,
+    64-wide tower, which sees the same crops and tiles at a fraction of the time (not for timing)."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
     tiny = load_model("shapes-world", device="cpu")  # only for its tokenizer
@@ -53,10 +56,16 @@ def random_vit_b32(device: torch.device, patch: int = 32) -> tuple[ClipModel, ob
     config.vision_config.patch_size = patch
     config.text_config.vocab_size = len(tiny.tokenizer)
     config.text_config.eos_token_id = tiny.tokenizer.eos_token_id
+    if geometry_only:
+        for tower in (config.vision_config, config.text_config):
+            tower.hidden_size, tower.intermediate_size, tower.num_hidden_layers = 64, 128, 1
+            tower.num_attention_heads = 2
+        config.projection_dim = 64
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     model = CLIPModel(config).to(device, dtype).eval()
     processor = CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=tiny.tokenizer)
-    clip = ClipModel(f"random ViT-B/{patch}", model, tiny.tokenizer, 224, tuple(processor.image_processor.image_mean),
+    name = f"random ViT-B/{patch}" + (" geometry" if geometry_only else "")
+    clip = ClipModel(name, model, tiny.tokenizer, 224, tuple(processor.image_processor.image_mean),
                      tuple(processor.image_processor.image_std), device, dtype, batch_size=512)
     return clip, processor
 
@@ -169,12 +178,14 @@ def method_costs(device: torch.device, prompt_counts: list[int]) -> None:
               f"{'÷ sliding (forwards/time)':>26}")
     print(header)
     print("-" * len(header))
-    for patch, sizes in ((32, ((640, 480), (5184, 3456))), (16, ((640, 480),))):
+    photo = installed_photos()[0].image.resize((640, 480), Image.Resampling.BILINEAR)
+    for patch, sizes in ((32, ((640, 480), "photo", (5184, 3456))), (16, ((640, 480), "photo"))):
         clip, _ = random_vit_b32(device, patch)
         meter = EncoderMeter(clip)
         localize(render_scene(0, 0, 320, 240).image, PROMPT_POOL[:1], clip)  # warm-up
-        for width, height in sizes:
-            image = render_scene(0, 0, width, height).image
+        for size in sizes:
+            image = photo if size == "photo" else render_scene(0, 0, *size).image
+            label = "photo" if size == "photo" else f"{size[0]}x{size[1]}"
             for method in (m for m in METHODS if m != "occlusion"):  # sliding_window first: the others compare
                 for n in prompt_counts if method == "dense" else prompt_counts[:1]:
                     meter.tokens = 0
@@ -185,7 +196,7 @@ def method_costs(device: torch.device, prompt_counts: list[int]) -> None:
                     if method == "sliding_window":
                         sliding = (forwards, seconds)
                     ratio = f"{sliding[0] / forwards:.1f}x / {sliding[1] / seconds:.1f}x"
-                    print(f"{clip.name:<16} {width}x{height:<5} {method:<15} {n:>7} {forwards:>9.0f} {seconds:>9.2f} "
+                    print(f"{clip.name:<16} {label:<10} {method:<15} {n:>7} {forwards:>9.0f} {seconds:>9.2f} "
                           f"{ratio:>26}", flush=True)
 
 

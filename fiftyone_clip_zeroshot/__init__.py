@@ -1,12 +1,13 @@
 """Zero-shot object localization and detection with CLIP, for FiftyOne.
 
-The core (``load_model``, ``localize``) does not import FiftyOne; ``detect``, ``run_status``,
+The core (``load_model``, ``localize``, ``propose``) does not import FiftyOne; ``detect``, ``run_status``,
 ``requeue``, ``ClipZeroShotModel`` and the curation functions (``verify``, ``classify``, ``evaluate``,
 ``tag_for_review``, ``review_view``), the review of auto-labels (``accept``, ``reject``, ``relabel``, ``promote``,
 ``calibrate``, ``review_report``) and ``open_panel`` (the App panel beside the grid) do, and are imported on first use.
 """
 
 from fiftyone_clip_zeroshot.core import (
+    SMALL_OBJECTS,
     ClipModel,
     ClipZeroShotError,
     ImageLoadError,
@@ -16,6 +17,7 @@ from fiftyone_clip_zeroshot.core import (
     OptionsError,
     load_model,
     localize,
+    propose,
 )
 
 _FIFTYONE_API = {
@@ -45,6 +47,7 @@ _FIFTYONE_API = {
 }
 
 __all__ = [
+    "SMALL_OBJECTS",
     "ClipModel",
     "ClipZeroShotError",
     "ImageLoadError",
@@ -54,6 +57,7 @@ __all__ = [
     "OptionsError",
     "load_model",
     "localize",
+    "propose",
     *_FIFTYONE_API,
 ]
 

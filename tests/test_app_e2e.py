@@ -225,8 +225,11 @@ def test_review_queue_in_the_panel_accepts_rejects_and_relabels(app, page, shape
     for button, tag in (("Accept", "accepted"), ("Reject", "rejected")):
         page.get_by_role("button", name=button, exact=True).click()
         assert _wait_for(lambda tag=tag: decisions().get(tag) == 1, 60), f"no label {tag}: {decisions()}"
+    page.get_by_text("2 of", exact=False).first.wait_for()  # the panel shows the third label
+    current = page.get_by_text("Reviewing", exact=False).first.inner_text()
+    other = next(prompt for prompt in PROMPTS if prompt not in current)  # relabelling to its own is an accept
     page.get_by_role("combobox").last.click()  # the "Relabel as…" dropdown, the panel's last one
-    page.get_by_role("option").first.click()
+    page.get_by_role("option", name=other, exact=True).click()  # waits for the third label's choices
     page.get_by_role("button", name="Relabel", exact=True).click()
     assert _wait_for(lambda: decisions().get("relabeled") == 1, 60), f"no label relabeled: {decisions()}"
     page.wait_for_timeout(2000)

@@ -16,7 +16,7 @@ import fiftyone_clip_zeroshot as fz
 from fiftyone_clip_zeroshot.labeling.jobs import LabelingError
 from fiftyone_clip_zeroshot.labeling.labels import to_heatmap
 from fiftyone_clip_zeroshot.labeling.model import data_loader_ready
-from fiftyone_clip_zeroshot.labeling.runs import run_key
+from fiftyone_clip_zeroshot.labeling.runs import DetectRun, run_key
 from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,3 +183,19 @@ def test_heatmaps_hold_probabilities_shown_full_at_the_threshold(tmp_path):
     assert inline.range == [0.0, 0.6] and np.array_equal(inline.map, probs[:8, :8])
     png = to_heatmap(probs, tmp_path / "large.png", full_at=0.6)
     assert png.range == [0, 153] and np.asarray(Image.open(png.map_path))[-1, -1] == 255
+
+
+def test_candidates_field_and_a_cut_crowd_are_stored_and_said(dataset, shapes_model, capsys):
+    fz.detect(dataset, PROMPTS, method="proposals", model=shapes_model, label_field="clip", heatmaps=False,
+              candidates_field="clip_candidates", max_detections=1, confidence_thresh=0.0, progress=False)
+    for sample in dataset:
+        candidates = sample["clip_candidates"].detections
+        assert {d.label for d in candidates} == {"candidate"}
+        assert len(candidates) == len(fz.propose(sample.filepath)) > 1
+        labels = [d.label for d in sample["clip"].detections]
+        assert labels and all(labels.count(p) <= 1 for p in PROMPTS)  # at most one box per prompt: the cap
+    assert DetectRun.load(dataset, "clip").candidates_field == "clip_candidates"
+    out = capsys.readouterr().out
+    assert f"max_detections=1 cut the boxes of 'red circle' on {len(dataset)} samples" in out
+    with pytest.raises(fz.OptionsError, match="must differ"):
+        fz.detect(dataset, PROMPTS, model=shapes_model, label_field="clip", candidates_field="clip")

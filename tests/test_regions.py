@@ -12,7 +12,7 @@ from fiftyone_clip_zeroshot.shapes.evaluate import held_out_scenes
 @pytest.mark.parametrize("hard, floor", [(False, 0.95), (True, 0.9)])
 def test_proposals_frame_almost_every_shape(hard, floor):
     best = []
-    for scene in held_out_scenes(12, hard=hard):
+    for scene in held_out_scenes(12, "hard" if hard else "easy"):
         boxes = region_proposals(load_image(scene.image))
         width, height = scene.image.size
         assert boxes.shape[1] == 4 and len(boxes) < 400

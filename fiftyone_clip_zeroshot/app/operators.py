@@ -7,7 +7,8 @@ the system ``view_target`` ("DATASET" | "CURRENT_VIEW" | "SELECTED_SAMPLES"). Pr
 are one text, separated by commas or new lines, as the forms send them (a list works too):
 
 - ``detect``: ``prompts``, ``method`` ("sliding_window" | "occlusion" | "proposals" | "dense"), ``label_field``,
-  ``heatmaps``, ``confidence_thresh`` (a float, or a dict prompt → threshold), ``calibrated_from`` (a
+  ``heatmaps``, ``candidates_field`` (also store the candidate boxes there), ``confidence_thresh`` (a
+  float, or a dict prompt → threshold), ``calibrated_from`` (a
   field whose calibrated per-prompt thresholds to use), ``batch_size``, ``skip_existing``, ``workers``
   (above 1: queue that many delegated shards, see ``labeling.shards``);
 - ``verify_labels``: ``label_field`` (a Detections field), ``classes`` (default: its labels),
@@ -80,6 +81,9 @@ class DetectWithClip(JobOperator):
         inputs.str("label_field", default=unused_field_name(ctx.dataset), required=True, label="Detections field",
                    description="A new name keeps earlier runs; an existing field's detections are replaced")
         inputs.bool("heatmaps", default=True, label="Store heatmaps", description="One heatmap field per prompt")
+        inputs.str("candidates_field", label="Store candidate boxes in (optional)",
+                   description="Every class-agnostic box the method chose from, labelled 'candidate': "
+                               "where to look when an object was missed")
         inputs.float("confidence_thresh", min=0.0, max=1.0, label="Confidence threshold",
                      description=f"Empty: the method's default ({thresholds_text()})")
         calibrated = [name for name in plugin_fields(ctx.dataset) if DetectRun.load(ctx.dataset, name).calibrated]
@@ -130,6 +134,7 @@ class DetectWithClip(JobOperator):
             method=ctx.params.get("method", "sliding_window"),
             label_field=ctx.params.get("label_field", "clip_detections"),
             heatmaps=ctx.params.get("heatmaps", True),
+            candidates_field=ctx.params.get("candidates_field") or None,
             skip_existing=ctx.params.get("skip_existing", False),
             confidence_thresh=thresh,
             batch_size=ctx.params.get("batch_size"),
@@ -137,7 +142,9 @@ class DetectWithClip(JobOperator):
         )
 
     def outcome(self, job: DetectJob, done: int) -> str:
-        return f"labelled {done - len(job.failures)} of {job.total} samples into {job.label_field!r}"
+        message = f"labelled {done - len(job.failures)} of {job.total} samples into {job.label_field!r}"
+        note = job.cap_note()
+        return message + (f"; {note}" if note else "")
 
 
 class VerifyLabels(JobOperator):

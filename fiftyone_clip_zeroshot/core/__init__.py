@@ -2,11 +2,12 @@
 
 from fiftyone_clip_zeroshot.core.errors import ClipZeroShotError
 from fiftyone_clip_zeroshot.core.images import ImageLoadError, load_image
-from fiftyone_clip_zeroshot.core.localize import Localization, localize
+from fiftyone_clip_zeroshot.core.localize import Localization, localize, propose
 from fiftyone_clip_zeroshot.core.model import ClipModel, ModelLoadError, load_model
-from fiftyone_clip_zeroshot.core.options import LocalizeOptions, OptionsError
+from fiftyone_clip_zeroshot.core.options import SMALL_OBJECTS, LocalizeOptions, OptionsError
 
 __all__ = [
+    "SMALL_OBJECTS",
     "ClipModel",
     "ClipZeroShotError",
     "ImageLoadError",
@@ -17,4 +18,5 @@ __all__ = [
     "load_image",
     "load_model",
     "localize",
+    "propose",
 ]

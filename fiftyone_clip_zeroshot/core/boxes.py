@@ -33,12 +33,11 @@ def make_detections(xyxy: np.ndarray, confidence: np.ndarray, class_id: int, pro
 
 
 def finalize(detections: sv.Detections, opts: LocalizeOptions) -> sv.Detections:
-    """Drop duplicates (NMS) and keep the ``max_detections`` most confident, best first."""
+    """Drop duplicates (NMS at ``nms_iou``), best first."""
     if len(detections) == 0:
         return detections
     detections = detections.with_nms(threshold=opts.nms_iou)
-    order = np.argsort(-detections.confidence, kind="stable")[: opts.max_detections]
-    return detections[order]
+    return detections[np.argsort(-detections.confidence, kind="stable")]
 
 
 def with_context(xyxy: np.ndarray, margin: float, image_hw: tuple[int, int]) -> np.ndarray:

@@ -6,7 +6,7 @@ for the prompt inside the box reaches ``SUPPORT_GATE`` x the threshold (two inde
 must agree, which keeps absent prompts from drawing boxes). Each box takes the one prompt it
 fits best; boxes below ``confidence_thresh`` go, and so do boxes that are parts of a larger,
 about as confident box of another prompt. Duplicates are removed by IoU NMS and then by
-nesting, and each prompt keeps its ``max_detections`` best.
+nesting, and each prompt keeps its ``max_detections`` best (the count of the others is reported).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import supervision as sv
 import torch
 
 from fiftyone_clip_zeroshot.core.boxes import NESTED, finalize, make_detections
-from fiftyone_clip_zeroshot.core.localizers.evidence import Evidence
+from fiftyone_clip_zeroshot.core.localizers.evidence import SUPPORT_GATE, Evidence
+from fiftyone_clip_zeroshot.core.windows import box_support
 
-SUPPORT_GATE = 0.5  # a box can take a prompt only where the localizer's own support reaches this x the threshold
 PART_MARGIN = 0.1  # a part survives a larger box of another prompt only if this much more confident
 
 if TYPE_CHECKING:
@@ -30,11 +30,12 @@ if TYPE_CHECKING:
 
 def detect_objects(
     pixels: torch.Tensor, evidence: Evidence, scorer: PromptScorer, prompts: list[str], opts: LocalizeOptions
-) -> list[sv.Detections]:
-    """One ``sv.Detections`` per prompt (``class_id`` = prompt index, xyxy in image px)."""
+) -> list[tuple[sv.Detections, int]]:
+    """Per prompt: its ``sv.Detections`` (``class_id`` = prompt index, xyxy in image px) and how
+    many more boxes it had past ``max_detections``."""
     boxes = evidence.boxes
     if len(boxes) == 0:
-        return [make_detections(np.zeros((0, 4)), np.zeros(0), p, prompt) for p, prompt in enumerate(prompts)]
+        return [(make_detections(np.zeros((0, 4)), np.zeros(0), p, prompt), 0) for p, prompt in enumerate(prompts)]
     support = box_support(evidence.support, boxes, tuple(pixels.shape[1:])).clamp(0, 1).cpu().numpy()
     if opts.verify_margins:
         probs = evidence.probs if evidence.probs is not None else scorer.boxes(pixels, boxes, opts.verify_margins)
@@ -49,18 +50,6 @@ def detect_objects(
         _dedupe(make_detections(boxes[keep & (label == p)], score[keep & (label == p)], p, prompt), opts)
         for p, prompt in enumerate(prompts)
     ]
-
-
-def box_support(heatmap: torch.Tensor, boxes: np.ndarray, image_hw: tuple[int, int]) -> torch.Tensor:
-    """``(N, P)``: each prompt's heatmap maximum over the cells inside each xyxy box."""
-    height, width = image_hw
-    h, w = heatmap.shape[1:]
-    cells = np.asarray(boxes, np.float64) * np.array([w / width, h / height, w / width, h / height])
-    x1 = np.clip(np.floor(cells[:, 0]), 0, w - 1).astype(int)
-    y1 = np.clip(np.floor(cells[:, 1]), 0, h - 1).astype(int)
-    x2 = np.clip(np.ceil(cells[:, 2]), x1 + 1, w).astype(int)
-    y2 = np.clip(np.ceil(cells[:, 3]), y1 + 1, h).astype(int)
-    return torch.stack([heatmap[:, b:d, a:c].amax((1, 2)) for a, b, c, d in zip(x1, y1, x2, y2)])
 
 
 def _parts_of_others(boxes: np.ndarray, label: np.ndarray, score: np.ndarray, kept: np.ndarray) -> np.ndarray:
@@ -83,9 +72,10 @@ def _parts_of_others(boxes: np.ndarray, label: np.ndarray, score: np.ndarray, ke
     return parts
 
 
-def _dedupe(detections: sv.Detections, opts: LocalizeOptions) -> sv.Detections:
-    """IoU NMS, then boxes nested in a more confident one, then the ``max_detections`` best."""
+def _dedupe(detections: sv.Detections, opts: LocalizeOptions) -> tuple[sv.Detections, int]:
+    """IoU NMS, then boxes nested in a more confident one, then the ``max_detections`` best, and
+    how many more there were."""
     detections = finalize(detections, opts)
-    if len(detections) == 0:
-        return detections
-    return finalize(detections.with_nms(threshold=NESTED, overlap_metric=sv.OverlapMetric.IOS), opts)
+    if len(detections):
+        detections = finalize(detections.with_nms(threshold=NESTED, overlap_metric=sv.OverlapMetric.IOS), opts)
+    return detections[: opts.max_detections], max(0, len(detections) - opts.max_detections)

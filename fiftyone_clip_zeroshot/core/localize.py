@@ -24,6 +24,7 @@ from fiftyone_clip_zeroshot.core.images import ImageInput, load_image
 from fiftyone_clip_zeroshot.core.localizers import LOCALIZERS
 from fiftyone_clip_zeroshot.core.model import ClipModel
 from fiftyone_clip_zeroshot.core.options import LocalizeOptions, check_prompts
+from fiftyone_clip_zeroshot.core.regions import candidate_boxes
 from fiftyone_clip_zeroshot.core.scoring import PromptScorer
 
 
@@ -33,12 +34,16 @@ class Localization:
 
     ``heatmap``: float32 ``(h, w)`` in [0, 1], covering the whole image (``h/H == w/W`` up to
     rounding); ``detections``: ``sv.Detections`` in image pixels with ``class_id`` = prompt
-    index and ``data["prompt"]``.
+    index and ``data["prompt"]``; ``over_cap``: how many more boxes passed every test than
+    ``max_detections`` let through (0: none was cut); ``candidates``: the image's ``(N, 4)`` xyxy
+    class-agnostic candidate boxes, the same array for every prompt (``propose``'s, with proposals).
     """
 
     prompt: str
     heatmap: np.ndarray
     detections: sv.Detections
+    over_cap: int = 0
+    candidates: np.ndarray | None = None
 
 
 def localize(
@@ -65,6 +70,18 @@ def localize(
     opts = LocalizeOptions.create(method=method, **options)
     pixels = load_image(image).to(model.device, non_blocking=True)
     return localize_tensor(pixels, prompts, model, opts)
+
+
+def propose(image: ImageInput, **options: Any) -> np.ndarray:
+    """The class-agnostic candidate boxes every method reads, ``(N, 4)`` float64 xyxy in image px,
+    before any prompt is seen: the region proposals at these options (``core.regions``).
+
+    Args:
+        image: a path, PIL image, numpy ``(H, W[, C])`` array or ``(3, H, W)`` tensor.
+        **options: ``LocalizeOptions`` fields; the proposal ones count (``proposal_tile``,
+            ``proposal_side``, ``proposal_scales``; ``fz.SMALL_OBJECTS`` for crowds of small objects).
+    """
+    return candidate_boxes(load_image(image), LocalizeOptions.create(**options))
 
 
 def localize_tensor(
@@ -96,7 +113,7 @@ def _localize(pixels: torch.Tensor, scorer: PromptScorer, prompts: list[str], op
     evidence = LOCALIZERS[opts.method](pixels, scorer, opts, heat_hw)
     detections = detect_objects(pixels, evidence, scorer, prompts, opts)
     heat = evidence.heatmap.clamp(0, 1).cpu().numpy().astype(np.float32)
-    return [Localization(prompt, heat[p], detections[p]) for p, prompt in enumerate(prompts)]
+    return [Localization(prompt, heat[p], *detections[p], evidence.boxes) for p, prompt in enumerate(prompts)]
 
 
 def heatmap_shape(image_hw: tuple[int, int], longest: int) -> tuple[int, int]:

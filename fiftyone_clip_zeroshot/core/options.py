@@ -9,10 +9,14 @@ from typing import Any
 from fiftyone_clip_zeroshot.core.errors import ClipZeroShotError
 from fiftyone_clip_zeroshot.core.localizers import METHODS
 from fiftyone_clip_zeroshot.core.localizers.dense import ATTENTION
+from fiftyone_clip_zeroshot.core.regions import PROPOSAL_SIDE
 
 # measured with benchmarks/quality.py --panel
 DEFAULT_THRESH = {"sliding_window": 0.6, "occlusion": 0.5, "proposals": 0.6, "dense": 0.6}
 FILLS = ("mean", "black", "gray")
+# options for crowds of small objects in large images (aerial tiles): proposals segmented at native
+# resolution in 400-px tiles, at finer scales; measured with benchmarks/photos.py --small-objects
+SMALL_OBJECTS = {"proposal_tile": 400, "proposal_side": 400, "proposal_scales": (20, 60, 180)}
 
 
 class OptionsError(ClipZeroShotError, ValueError):
@@ -36,7 +40,7 @@ class LocalizeOptions:
     occluder_stride: float = 0.5
     occluder_fill: str = "mean"
     confidence_thresh: float | None = None  # None: DEFAULT_THRESH of the method
-    max_detections: int = 10
+    max_detections: int = 100  # per prompt and image; a crowd past it is cut, and Localization.over_cap says so
     nms_iou: float = 0.5
     merge_overlap: float = 0.4
     dense_attention: str = "naclip"  # the dense localizer's last block: "naclip" or "clearclip"
@@ -46,6 +50,10 @@ class LocalizeOptions:
     verify_margins: tuple[float, ...] = (0.0, 0.1, 0.2)
     negative_prompts: tuple[str, ...] = ("a photo of background", "a photo of an object")
     proposals: bool = True  # candidates: class-agnostic region proposals (core.regions), else the method's own boxes
+    proposal_scales: tuple[float, ...] = (100, 300)  # Felzenszwalb scales (larger: bigger segments)
+    proposal_side: int = PROPOSAL_SIDE  # segmentation runs at this long side (of the image, or of each tile)
+    proposal_tile: int | None = None  # None: the whole image; N: tiles of N px at native size (small objects)
+    max_candidates: int = 30  # per prompt and 640x480: best supported proposals read after another method's map
     heatmap_size: int = 256
     batch_size: int | None = None
 
@@ -90,6 +98,12 @@ class LocalizeOptions:
               f"dense_attention must be one of {ATTENTION}, got {self.dense_attention!r}")
         check(0.25 <= self.dense_upscale <= 8, f"dense_upscale must be in [0.25, 8], got {self.dense_upscale}")
         check(self.occluder_fill in FILLS, f"occluder_fill must be one of {FILLS}, got {self.occluder_fill!r}")
+        check(len(self.proposal_scales) > 0 and all(s > 0 for s in self.proposal_scales),
+              f"proposal_scales must be positive numbers, got {self.proposal_scales}")
+        check(self.proposal_side >= 16, f"proposal_side must be >= 16 px, got {self.proposal_side}")
+        check(self.proposal_tile is None or self.proposal_tile >= 32,
+              f"proposal_tile must be None or >= 32 px, got {self.proposal_tile}")
+        check(self.max_candidates >= 1, f"max_candidates must be >= 1, got {self.max_candidates}")
         check(self.max_detections >= 1, f"max_detections must be >= 1, got {self.max_detections}")
         check(self.heatmap_size >= 8, f"heatmap_size must be >= 8, got {self.heatmap_size}")
         check(self.batch_size is None or self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")

@@ -11,30 +11,58 @@ has to say what each box shows, the question it answers best on any checkpoint.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import supervision as sv
 import torch
 from skimage.segmentation import felzenszwalb
 
-from fiftyone_clip_zeroshot.core.windows import resize
+from fiftyone_clip_zeroshot.core.windows import positions, resize
+
+if TYPE_CHECKING:
+    from fiftyone_clip_zeroshot.core.options import LocalizeOptions
 
 PROPOSAL_SIDE = 256  # segmentation runs at this long side; boxes are scaled back to the image
 HIST_BINS = 16  # per colour channel
 DUPLICATE_IOU = 0.9
+TILE_OVERLAP = 0.25  # proposal tiles overlap by this share of their side
+
+
+def candidate_boxes(pixels: torch.Tensor, opts: LocalizeOptions) -> np.ndarray:
+    """The proposals of ``opts`` for uint8 ``(3, H, W)`` ``pixels``: what ``propose`` returns.
+
+    With ``proposal_tile``, the image is cut into overlapping tiles of that many px, each segmented
+    on its own at ``proposal_side`` (small objects keep their pixels), and the boxes are merged."""
+    scales, side = opts.proposal_scales, opts.proposal_side
+    if opts.proposal_tile is None:
+        return region_proposals(pixels, scales, side=side)
+    height, width = int(pixels.shape[1]), int(pixels.shape[2])
+    tile = opts.proposal_tile
+    step = max(1, round(tile * (1 - TILE_OVERLAP)))
+    kept = np.zeros((0, 4))
+    for y in positions(height, min(tile, height), step):
+        for x in positions(width, min(tile, width), step):
+            boxes = region_proposals(pixels[:, y : y + tile, x : x + tile], scales, side=side) + np.array([x, y] * 2)
+            near = kept[(kept[:, 2] > x) & (kept[:, 0] < x + tile) & (kept[:, 3] > y) & (kept[:, 1] < y + tile)]
+            if len(near) and len(boxes):  # the same segment seen from two overlapping tiles is kept once
+                boxes = boxes[sv.box_iou_batch(boxes, near).max(1) <= DUPLICATE_IOU]
+            kept = np.concatenate([kept, boxes])
+    return kept
 
 
 def region_proposals(
-    pixels: torch.Tensor, scales: Sequence[float] = (100, 300), min_side: float = 0.03, max_area: float = 0.9
+    pixels: torch.Tensor, scales: Sequence[float] = (100, 300), min_side: float = 0.03, max_area: float = 0.9,
+    side: int = PROPOSAL_SIDE,
 ) -> np.ndarray:
     """``(N, 4)`` float64 xyxy proposals (image px) for uint8 ``(3, H, W)`` ``pixels``.
 
-    ``scales`` are Felzenszwalb's ``scale`` at ``PROPOSAL_SIDE`` px (larger: bigger segments);
-    boxes whose shorter side is under ``min_side`` × the image's shorter side, or that cover more
-    than ``max_area`` of the image, are dropped; near-duplicates (IoU > 0.9) are kept once.
+    ``scales`` are Felzenszwalb's ``scale`` at ``side`` px on the long side (larger: bigger
+    segments); boxes whose shorter side is under ``min_side`` × the image's shorter side, or that
+    cover more than ``max_area`` of the image, are dropped; near-duplicates (IoU > 0.9) are kept once.
     """
     height, width = int(pixels.shape[1]), int(pixels.shape[2])
-    factor = min(1.0, PROPOSAL_SIDE / max(height, width))
+    factor = min(1.0, side / max(height, width))
     small_hw = (max(1, round(height * factor)), max(1, round(width * factor)))
     image = resize(pixels, small_hw).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     min_size = max(8, (small_hw[0] * small_hw[1]) // 2000)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
@@ -40,7 +41,7 @@ from fiftyone_clip_zeroshot.labeling.jobs import (
     resolve_model,
     run_job,
 )
-from fiftyone_clip_zeroshot.labeling.labels import heatmap_fields, to_detections, to_heatmap
+from fiftyone_clip_zeroshot.labeling.labels import heatmap_fields, to_candidates, to_detections, to_heatmap
 from fiftyone_clip_zeroshot.labeling.runs import DetectRun
 from fiftyone_clip_zeroshot.labeling.shards import check_free, claim_field, queue_shards
 
@@ -73,6 +74,7 @@ class DetectJob(SampleJob):
         shard_of: str | None = None,
         shard_index: int | None = None,
         image_batch_size: int | None = None,
+        candidates_field: str | None = None,
         **options: Any,
     ):
         self.prompts = check_prompts(prompts)
@@ -83,7 +85,11 @@ class DetectJob(SampleJob):
         self.label_field = check_field_name(label_field)
         self.heatmap_fields = heatmap_fields(label_field, self.prompts) if heatmaps else []
         self.skip_failures = skip_failures
-        self.field_types = {label_field: fo.Detections, **{f: fo.Heatmap for f in self.heatmap_fields}}
+        self.candidates_field = check_field_name(candidates_field) if candidates_field else None
+        if self.candidates_field == self.label_field:
+            raise OptionsError(f"candidates_field must differ from label_field {label_field!r}")
+        self.field_types = {label_field: fo.Detections, **{f: fo.Heatmap for f in self.heatmap_fields},
+                            **({self.candidates_field: fo.Detections} if self.candidates_field else {})}
         check_target(samples, self.field_types, allow_empty=shard_of is not None)
         previous = DetectRun.load(samples, label_field)
         self.shard_of, self.shard_index = shard_of, shard_index
@@ -104,9 +110,10 @@ class DetectJob(SampleJob):
         self.samples = samples.exists(label_field, False) if skip_existing else samples
         self.model = resolve_model(model, device)
         self.image_batch_size = check_image_batch(image_batch_size, self.model)
-        self.fields = [self.label_field, *self.heatmap_fields]
+        self.fields = [*self.field_types]
         self._run: DetectRun | None = None
         self._claim = claims.claim_key(dataset_name(samples), label_field)
+        self.capped: Counter[str] = Counter()  # prompt -> samples where max_detections cut its boxes
         super().__init__()
 
     @classmethod
@@ -118,7 +125,8 @@ class DetectJob(SampleJob):
         run = _sharded_run(DetectRun.load(samples, label_field), label_field, run_id)
         options = {**run.options, **({"confidence_thresh": run.thresholds} if run.thresholds else {})}
         return cls(samples, run.prompts, model=run.model, label_field=label_field, heatmaps=bool(run.heatmap_fields),
-                   device=device, shard_of=run_id, shard_index=index, **options)
+                   device=device, shard_of=run_id, shard_index=index, candidates_field=run.candidates_field,
+                   **options)
 
     def start(self) -> None:
         self._old_pngs: list[Path] = []
@@ -174,6 +182,7 @@ class DetectJob(SampleJob):
     def _labels(self, sample: fo.Sample, pixels: torch.Tensor, results: list[Localization]
                 ) -> dict[str, fo.Label | None]:
         labels: dict[str, fo.Label | None] = self._stored(sample, pixels, results)
+        self.capped.update(result.prompt for result in results if result.over_cap)
         fields = [*self.heatmap_fields, *self.stale_fields]
         self._old_pngs += [path for path in _png_paths(sample, fields, self.previous_field_dir)
                            if path.parent != self.heatmap_dir]  # a rerun shard rewrites its own maps in place
@@ -187,6 +196,8 @@ class DetectJob(SampleJob):
                        for r in results]
         height, width = int(pixels.shape[1]), int(pixels.shape[2])
         labels: dict[str, fo.Label] = {self.label_field: to_detections(results, (width, height), self.options.method)}
+        if self.candidates_field:
+            labels[self.candidates_field] = to_candidates(results[0].candidates, (width, height))
         pngs = {field: self.heatmap_dir / f"{sample.id}-{field}.png" for field in self.heatmap_fields}
         try:
             for (field, png), result in zip(pngs.items(), results):
@@ -198,6 +209,14 @@ class DetectJob(SampleJob):
             raise
         return labels
 
+    def cap_note(self) -> str:
+        """What ``max_detections`` cut, as a sentence for the run's summary ("" when it cut nothing)."""
+        if not self.capped:
+            return ""
+        cut = ", ".join(f"{prompt!r} on {n} sample{'s' * (n > 1)}" for prompt, n in self.capped.items())
+        return (f"max_detections={self.options.max_detections} cut the boxes of {cut}; "
+                "rerun with a higher max_detections to keep them all")
+
     def record(self, **fields: Any) -> DetectRun:
         """The record of this run: how the labels are made, with the values the run used (the
         model's batch size where the run left it unset); ``fields``: other ``DetectRun`` fields."""
@@ -206,7 +225,8 @@ class DetectJob(SampleJob):
             label_field=self.label_field, prompts=self.prompts, heatmap_fields=self.heatmap_fields,
             model=self.model.name, device=str(self.model.device), options=asdict(options), run_id=self.run_id,
             heatmap_dir=str(self.heatmap_dir), stale_fields=self.stale_fields, thresholds=self.thresholds,
-            previous_field_dir=str(self.previous_field_dir) if self.previous_field_dir else None, **fields)
+            previous_field_dir=str(self.previous_field_dir) if self.previous_field_dir else None,
+            candidates_field=self.candidates_field, **fields)
 
 
 def detect(
@@ -224,6 +244,7 @@ def detect(
     skip_existing: bool = False,
     progress: Progress = True,
     shards: int | None = None,
+    candidates_field: str | None = None,
     **options: Any,
 ) -> list[str]:
     """Localize ``prompts`` in every image of ``samples``; returns the names of the fields written.
@@ -251,12 +272,15 @@ def detect(
         shards: instead of running here, queue this many delegated operations over disjoint parts
             of the samples, for ``fiftyone delegated launch`` workers (one per GPU) sharing this
             database to run; ``run_status`` follows them. Needs a persistent dataset.
+        candidates_field: also store each image's class-agnostic candidate boxes (``fz.propose``'s,
+            labelled ``candidate``) in this field, to see what the method could choose from.
         **options: other ``LocalizeOptions`` fields (window scales, strides, ...).
     """
     job = DetectJob(
         samples, prompts, method=method, model=model, label_field=label_field, heatmaps=heatmaps,
         device=device, skip_failures=skip_failures, skip_existing=skip_existing,
-        confidence_thresh=confidence_thresh, batch_size=batch_size, image_batch_size=image_batch_size, **options,
+        confidence_thresh=confidence_thresh, batch_size=batch_size, image_batch_size=image_batch_size,
+        candidates_field=candidates_field, **options,
     )
     if shards is not None:
         run = queue_shards(job, shards, device=device)
@@ -265,6 +289,9 @@ def detect(
               f"{label_field!r})")
         return job.fields
     run_job(job, progress)
+    note = job.cap_note()
+    if note:
+        print(note)
     return job.fields
 
 

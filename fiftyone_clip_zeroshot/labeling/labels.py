@@ -1,4 +1,5 @@
-"""Core results → FiftyOne labels: one ``fo.Detections`` for all prompts, one ``fo.Heatmap`` per prompt."""
+"""Core results → FiftyOne labels: one ``fo.Detections`` for all prompts, one ``fo.Heatmap`` per prompt,
+and optionally the candidate boxes."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from PIL import Image
 from fiftyone_clip_zeroshot.core.localize import Localization
 
 INLINE_HEATMAP_CELLS = 64 * 64  # larger maps are written as PNGs next to the dataset
+CANDIDATE_LABEL = "candidate"
 
 
 def relative_xywh(xyxy: np.ndarray, image_wh: tuple[int, int]) -> list[list[float]]:
@@ -34,6 +36,12 @@ def to_detections(results: list[Localization], image_wh: tuple[int, int], method
         for box, confidence in zip(relative_xywh(result.detections.xyxy, image_wh), result.detections.confidence)
     ]
     return fo.Detections(detections=detections)
+
+
+def to_candidates(xyxy: np.ndarray, image_wh: tuple[int, int]) -> fo.Detections:
+    """Class-agnostic candidate boxes as ``fo.Detections`` labelled ``candidate``, in the order read."""
+    return fo.Detections(detections=[fo.Detection(label=CANDIDATE_LABEL, bounding_box=box)
+                                     for box in relative_xywh(np.asarray(xyxy).reshape(-1, 4), image_wh)])
 
 
 def to_heatmap(heatmap: np.ndarray, png_path: Path | None = None, full_at: float = 1.0) -> fo.Heatmap:

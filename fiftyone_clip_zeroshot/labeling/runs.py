@@ -38,6 +38,7 @@ class DetectRun:
     thresholds: dict[str, float] = field(default_factory=dict)  # per-prompt thresholds it ran with (else one)
     calibrated: dict[str, float] = field(default_factory=dict)  # per-prompt thresholds learnt from the review
     calibration: dict[str, Any] = field(default_factory=dict)  # how: target precision, decisions per prompt
+    candidates_field: str | None = None  # where it stored each image's class-agnostic candidate boxes
 
     @property
     def method(self) -> str | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -14,18 +14,38 @@ from PIL import Image
 from fiftyone_clip_zeroshot.core.localize import localize
 from fiftyone_clip_zeroshot.core.model import ClipModel
 from fiftyone_clip_zeroshot.core.quality import Quality, QualityMeter
-from fiftyone_clip_zeroshot.shapes.world import CLASSES, Scene, render_crop, render_hard_scene, render_scene
+from fiftyone_clip_zeroshot.photos import background_images
+from fiftyone_clip_zeroshot.shapes.world import (
+    CLASSES,
+    Scene,
+    render_crop,
+    render_hard_scene,
+    render_photo_scene,
+    render_scene,
+)
 
 HELD_OUT_SCENE_SEED = 7  # the demo uses another seed; training uses crops and the alt-text recipe seed-11 scenes
 HARD_SCENE_SEED = 8
+PHOTO_SCENE_SEED = 9
 HELD_OUT_CROP_SEED = 2  # training crops use seed 1
 
 
-def held_out_scenes(count: int, hard: bool = False) -> list[Scene]:
-    """The benchmark's held-out 512x384 scenes: today's set, or the harder one (``render_hard_scene``)."""
-    if hard:
-        return [render_hard_scene(HARD_SCENE_SEED, i, 512, 384) for i in range(count)]
-    return [render_scene(HELD_OUT_SCENE_SEED, i, 512, 384) for i in range(count)]
+def _photo_scenes(count: int) -> list[Scene]:
+    photos = background_images()
+    return [render_photo_scene(PHOTO_SCENE_SEED, i, photos) for i in range(count)]
+
+
+SCENE_SETS: dict[str, Callable[[int], list[Scene]]] = {  # name -> the first ``count`` held-out 512x384 scenes
+    "easy": lambda count: [render_scene(HELD_OUT_SCENE_SEED, i, 512, 384) for i in range(count)],
+    "hard": lambda count: [render_hard_scene(HARD_SCENE_SEED, i, 512, 384) for i in range(count)],
+    "photo": _photo_scenes,
+}
+
+
+def held_out_scenes(count: int, scene_set: str = "easy") -> list[Scene]:
+    """The benchmark's held-out 512x384 scenes of ``SCENE_SETS``: ``easy`` (flat shapes on muted
+    clutter), ``hard`` (``render_hard_scene``) or ``photo`` (shapes on crops of installed photos)."""
+    return SCENE_SETS[scene_set](count)
 
 
 def ground_truth(scene: Scene, classes: Sequence[str] = CLASSES) -> sv.Detections:

@@ -286,6 +286,26 @@ def render_scene(
     rng = _rng(seed, index, 1)
     img = _background(rng, width, height)
     _add_clutter(rng, img, int(rng.integers(5, 30)))
+    return _place_shapes(rng, img, max_objects, classes, min_objects, sizes)
+
+
+def render_photo_scene(seed: int, index: int, photos: list[Image.Image], width: int = 512, height: int = 384,
+                       max_objects: int = 6) -> Scene:
+    """``render_scene``'s shapes on a random crop of one of ``photos`` (resized by 1–2x its
+    fit), so the background is real clutter: edges, textures and objects of its own."""
+    rng = _rng(seed, index, 4)
+    photo = photos[int(rng.integers(len(photos)))]
+    fit = max(width / photo.width, height / photo.height) * rng.uniform(1.0, 2.0)
+    big = photo.resize((max(width, round(photo.width * fit)), max(height, round(photo.height * fit))),
+                       Image.Resampling.BILINEAR)
+    x, y = int(rng.integers(big.width - width + 1)), int(rng.integers(big.height - height + 1))
+    return _place_shapes(rng, big.crop((x, y, x + width, y + height)).convert("RGB"), max_objects, CLASSES, 0,
+                         (24, 220))
+
+
+def _place_shapes(rng: np.random.Generator, img: Image.Image, max_objects: int, classes: tuple[str, ...],
+                  min_objects: int, sizes: tuple[float, float]) -> Scene:
+    width, height = img.size
     boxes: list[np.ndarray] = []
     labels: list[str] = []
     for _ in range(int(rng.integers(min_objects, max_objects + 1))):

@@ -45,7 +45,7 @@ def localize(pixels: torch.Tensor, scorer: PromptScorer, opts: LocalizeOptions, 
     image_hw = (int(pixels.shape[1]), int(pixels.shape[2]))
     heat = dense_map(pixels, scorer, opts, heat_hw)
     if opts.proposals:
-        return proposals.sharpen(heat, heat, proposals.localize(pixels, scorer, opts, heat_hw))
+        return proposals.sharpen(heat, heat, proposals.localize(pixels, scorer, opts, heat_hw, heat))
     return Evidence(heat, region_boxes(heat, image_hw, opts.confidence_thresh))
 
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+SUPPORT_GATE = 0.5  # a box can take a prompt only where the localizer's own support reaches this x the threshold
+
 
 @dataclass
 class Evidence:

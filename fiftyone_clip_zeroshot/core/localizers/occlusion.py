@@ -37,7 +37,7 @@ def localize(pixels: torch.Tensor, scorer: PromptScorer, opts: LocalizeOptions, 
     heat = coverage_mean(occluders.reshape(-1, 4), drops.reshape(-1, scorer.count), image_hw, heat_hw)
     support = coverage_mean(window_centres(contexts), base, image_hw, heat_hw)
     if opts.proposals:
-        return proposals.sharpen(heat, support, proposals.localize(pixels, scorer, opts, heat_hw))
+        return proposals.sharpen(heat, support, proposals.localize(pixels, scorer, opts, heat_hw, support))
     base, drops = base.cpu().numpy(), drops.cpu().numpy()
     boxes = [
         _drop_box(contexts[c], occluders[c], drops[c, :, p])

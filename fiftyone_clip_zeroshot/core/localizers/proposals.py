@@ -3,18 +3,21 @@
 The proposals (``core.regions``) need no weights; every one is scored once against all prompts
 on square context crops. The heatmap is the mean probability of the proposals covering each
 cell, each crediting only its central half. The other localizers use the same reading as their
-candidate boxes and to sharpen their own heatmaps (``sharpen``).
+candidate boxes and to sharpen their own heatmaps (``sharpen``); they pass their own map as
+``support``, and only the proposals it supports are read (``supported``): a box outside every
+prompt's support could never take a prompt (``SUPPORT_GATE``), so its crops would be wasted.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
-from fiftyone_clip_zeroshot.core.localizers.evidence import Evidence
-from fiftyone_clip_zeroshot.core.regions import region_proposals
-from fiftyone_clip_zeroshot.core.windows import coverage_mean, window_centres
+from fiftyone_clip_zeroshot.core.localizers.evidence import SUPPORT_GATE, Evidence
+from fiftyone_clip_zeroshot.core.regions import candidate_boxes
+from fiftyone_clip_zeroshot.core.windows import box_support, coverage_mean, window_centres
 
 if TYPE_CHECKING:
     from fiftyone_clip_zeroshot.core.options import LocalizeOptions
@@ -22,13 +25,44 @@ if TYPE_CHECKING:
 
 
 SUMMARY = "Class-agnostic regions from the image's segments, each read by CLIP"
+CAP_AREA = 640 * 480  # max_candidates counts per this many pixels of image
+TIE = 1e-4  # support values this close count as equal at the cap (maps are sums of float rounding)
 
-def localize(pixels: torch.Tensor, scorer: PromptScorer, opts: LocalizeOptions, heat_hw: tuple[int, int]) -> Evidence:
+
+def localize(pixels: torch.Tensor, scorer: PromptScorer, opts: LocalizeOptions, heat_hw: tuple[int, int],
+             support: torch.Tensor | None = None) -> Evidence:
+    """Evidence of the proposals; with ``support`` (another localizer's ``(P, h, w)`` map) only the
+    ``supported`` ones are read: the others get probability 0 (they could take no prompt) and count
+    in the map with their support (their best cell of that map)."""
     image_hw = (int(pixels.shape[1]), int(pixels.shape[2]))
-    boxes = region_proposals(pixels)
-    probs = scorer.boxes(pixels, boxes, opts.verify_margins or (0.1,))
-    heat = coverage_mean(window_centres(boxes), probs, image_hw, heat_hw)
+    boxes = candidate_boxes(pixels, opts)
+    margins = opts.verify_margins or (0.1,)
+    if support is None:
+        probs = scorer.boxes(pixels, boxes, margins)
+        return Evidence(coverage_mean(window_centres(boxes), probs, image_hw, heat_hw), boxes,
+                        probs if opts.verify_margins else None)
+    values = box_support(support, boxes, image_hw).float()
+    read = supported(values.cpu().numpy(), image_hw, opts)
+    index = torch.as_tensor(read, device=values.device)
+    probs = torch.zeros_like(values)
+    probs[index] = scorer.boxes(pixels, boxes[read], margins).float()
+    stand_in = values.clone()
+    stand_in[index] = probs[index]
+    heat = coverage_mean(window_centres(boxes), stand_in, image_hw, heat_hw)
     return Evidence(heat, boxes, probs if opts.verify_margins else None)
+
+
+def supported(values: np.ndarray, image_hw: tuple[int, int], opts: LocalizeOptions) -> np.ndarray:
+    """Indices of the boxes that some prompt reads: for each prompt, its ``max_candidates`` (per
+    640x480 of image) boxes of highest support ``values`` ``(N, P)`` (``box_support``) among those
+    reaching the gate (boxes within ``TIE`` of the last one are read too: many share their best
+    cell, or a cell equal to it up to rounding, and which of equals came first must not decide, nor
+    the order in which images' crops were batched); a box read for one prompt is scored for all."""
+    cap = round(opts.max_candidates * max(1.0, image_hw[0] * image_hw[1] / CAP_AREA))
+    gated = values >= SUPPORT_GATE * opts.confidence_thresh
+    if len(values) > cap:
+        gated &= values >= -np.partition(-values, cap - 1, axis=0)[cap - 1] - TIE  # each prompt's cap-th best
+    return np.flatnonzero(gated.any(1))
 
 
 def sharpen(heatmap: torch.Tensor, support: torch.Tensor, proposed: Evidence) -> Evidence:

@@ -33,7 +33,7 @@ def localize(pixels: torch.Tensor, scorer: PromptScorer, opts: LocalizeOptions, 
     scales = score_windows(pixels, scorer, opts.window_scales, opts.window_stride)
     heat = torch.stack([coverage_mean(window_centres(b), p, image_hw, heat_hw) for b, p in scales]).mean(0)
     if opts.proposals:
-        return proposals.sharpen(heat, heat, proposals.localize(pixels, scorer, opts, heat_hw))
+        return proposals.sharpen(heat, heat, proposals.localize(pixels, scorer, opts, heat_hw, heat))
     boxes, probs = np.concatenate([b for b, _ in scales]), torch.cat([p for _, p in scales]).cpu().numpy()
     fused = [fuse_windows(boxes, probs[:, p], p, "", opts).xyxy for p in range(scorer.count)]
     return Evidence(heat, np.concatenate(fused).astype(np.float64))
