@@ -16,7 +16,7 @@ from fiftyone_clip_zeroshot.shapes.evaluate import held_out_scenes
 from fiftyone_clip_zeroshot.shapes.world import render_scene
 
 REPO = Path(__file__).resolve().parents[1]
-BUDGET = {"sliding_window": 1300, "dense": 250}  # encoder crops per photo at defaults (issue 23)
+BUDGET = {"sliding_window": 1300, "proposals": 200, "dense": 250}  # encoder crops per photo at defaults (issue 23)
 
 
 def _benchmark(name: str):
@@ -98,6 +98,20 @@ def test_only_supported_candidates_are_read_and_at_most_max_candidates(shapes_mo
     for a, b in zip(wide, default):  # the default cap is not reached on a shapes scene: same boxes
         assert np.allclose(a.detections.xyxy, b.detections.xyxy) and np.allclose(a.detections.confidence,
                                                                                   b.detections.confidence)
+
+
+def test_proposals_alone_read_every_candidate_up_to_the_cap_then_only_the_best_ranked(shapes_model):
+    scene, photo = render_scene(2, 0, 512, 384, max_objects=2, min_objects=1), installed_photos()[0]
+    few, many = fz.propose(scene.image), fz.propose(photo.image)
+    assert len(few) <= 30 < len(many)
+    reads = {name: _crops(shapes_model, lambda image=image: fz.localize(image, ["red circle"], shapes_model,
+                                                                        method="proposals"))
+             for name, image in (("scene", scene.image), ("photo", photo.image))}
+    assert reads["scene"] == 3 * len(few)  # under the cap: every candidate on three crops, no map
+    assert 3 * 30 <= reads["photo"] < len(many)  # past it: a cheap map's tiles and the 30 best it ranks (and ties)
+    uncapped = _crops(shapes_model, lambda: fz.localize(photo.image, ["red circle"], shapes_model,
+                                                        method="proposals", max_candidates=len(many)))
+    assert uncapped == 3 * len(many)
 
 
 def test_a_crowd_past_max_detections_is_cut_and_said(shapes_model):

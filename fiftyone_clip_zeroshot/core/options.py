@@ -53,7 +53,7 @@ class LocalizeOptions:
     proposal_scales: tuple[float, ...] = (100, 300)  # Felzenszwalb scales (larger: bigger segments)
     proposal_side: int = PROPOSAL_SIDE  # segmentation runs at this long side (of the image, or of each tile)
     proposal_tile: int | None = None  # None: the whole image; N: tiles of N px at native size (small objects)
-    max_candidates: int = 30  # per prompt and 640x480: best supported proposals read after another method's map
+    max_candidates: int = 30  # per prompt and 640x480: the proposals read, best supported (or ranked) first
     heatmap_size: int = 256
     batch_size: int | None = None
 

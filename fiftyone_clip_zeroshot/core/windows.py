@@ -135,14 +135,28 @@ def box_support(heatmap: torch.Tensor, boxes: np.ndarray, image_hw: tuple[int, i
     """``(N, P)``: each prompt's heatmap maximum over the cells inside each xyxy box."""
     if len(boxes) == 0:
         return heatmap.new_zeros(0, heatmap.shape[0])
-    height, width = image_hw
-    h, w = heatmap.shape[1:]
-    cells = np.asarray(boxes, np.float64) * np.array([w / width, h / height, w / width, h / height])
+    x1, y1, x2, y2 = _box_cells(boxes, image_hw, tuple(heatmap.shape[1:]))
+    return torch.stack([heatmap[:, b:d, a:c].amax((1, 2)) for a, b, c, d in zip(x1, y1, x2, y2)])
+
+
+def box_mean(heatmap: torch.Tensor, boxes: np.ndarray, image_hw: tuple[int, int]) -> torch.Tensor:
+    """``(N, P)``: each prompt's heatmap mean over the cells inside each xyxy box (an integral image)."""
+    x1, y1, x2, y2 = (torch.as_tensor(c, device=heatmap.device)
+                      for c in _box_cells(boxes, image_hw, tuple(heatmap.shape[1:])))
+    integral = torch.nn.functional.pad(heatmap.double().cumsum(1).cumsum(2), (1, 0, 1, 0))
+    sums = integral[:, y2, x2] - integral[:, y1, x2] - integral[:, y2, x1] + integral[:, y1, x1]
+    return (sums / ((x2 - x1) * (y2 - y1))).T.float()
+
+
+def _box_cells(boxes: np.ndarray, image_hw: tuple[int, int], heat_hw: tuple[int, int]) -> tuple[np.ndarray, ...]:
+    """Cell bounds ``x1, y1, x2, y2`` (ends exclusive, at least one cell) of xyxy image-px boxes."""
+    (height, width), (h, w) = image_hw, heat_hw
+    cells = np.asarray(boxes, np.float64).reshape(-1, 4) * np.array([w / width, h / height, w / width, h / height])
     x1 = np.clip(np.floor(cells[:, 0]), 0, w - 1).astype(int)
     y1 = np.clip(np.floor(cells[:, 1]), 0, h - 1).astype(int)
     x2 = np.clip(np.ceil(cells[:, 2]), x1 + 1, w).astype(int)
     y2 = np.clip(np.ceil(cells[:, 3]), y1 + 1, h).astype(int)
-    return torch.stack([heatmap[:, b:d, a:c].amax((1, 2)) for a, b, c, d in zip(x1, y1, x2, y2)])
+    return x1, y1, x2, y2
 
 
 def window_centres(boxes: np.ndarray, keep: float = 0.5) -> np.ndarray:
