@@ -12,9 +12,14 @@ measured on models that were not built for them:
   rest random), captioned as people caption photos: every shape at least half visible is named,
   partly visible ones like whole ones; no negatives of any kind; patch 16 at 64 px;
 - ``shapes-single-object``: another architecture (patch 16 at 96 px, 6 vision and 2 text
-  layers), single-object and background crops only, another seed.
+  layers), single-object and background crops only, another seed;
+- ``shapes-photo``: shapes-world's kinds of crops, half of them on cuts of installed photos that
+  no benchmark uses (``photos.training_backgrounds``), patch 16 at 64 px; trained in two runs, the
+  second (``--init`` the first's folder) with more photos and more empty crops.
 
     python scripts/train_shapes_clip.py --recipe shapes-alt-text        # see README for timings
+    python scripts/train_shapes_clip.py --recipe shapes-photo-base --out /tmp/base
+    python scripts/train_shapes_clip.py --recipe shapes-photo --init /tmp/base
     python scripts/train_shapes_clip.py --steps 50 --out /tmp/m          # smoke run
 """
 
@@ -26,7 +31,7 @@ import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +41,7 @@ import torch.nn.functional as F
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
 from fiftyone_clip_zeroshot.core.model import PACKAGED_MODELS
+from fiftyone_clip_zeroshot.photos import training_backgrounds
 from fiftyone_clip_zeroshot.shapes.tokenizer import write_tokenizer_files
 from fiftyone_clip_zeroshot.shapes.world import (
     ALT_TEXT_WORDS,
@@ -72,6 +78,8 @@ class Recipe:
     matches: Callable[[Any, Any], bool]  # (caption key, crop label)
     steps: int = 2000
     batch_size: int = 256
+    lr: float = 1e-3
+    init: str | None = None  # a recipe whose trained weights this one starts from (``--init``)
     extra_words: tuple[str, ...] = ()
     text: dict = field(default_factory=lambda: dict(hidden_size=128, intermediate_size=512, num_hidden_layers=3,
                                                      num_attention_heads=4))
@@ -80,6 +88,14 @@ class Recipe:
 def _single_crops(mix: dict[str, float] | None) -> Callable[[int, int, int, int], tuple[np.ndarray, list]]:
     def render(seed: int, start: int, stop: int, size: int) -> tuple[np.ndarray, list]:
         crops = [render_crop(seed, i, size, mix) for i in range(start, stop)]
+        return np.stack([np.asarray(img) for img, _ in crops]), [label for _, label in crops]
+    return render
+
+
+def _photo_crops(mix: dict[str, float], share: float) -> Callable[[int, int, int, int], tuple[np.ndarray, list]]:
+    def render(seed: int, start: int, stop: int, size: int) -> tuple[np.ndarray, list]:
+        photos = training_backgrounds()
+        crops = [render_crop(seed, i, size, mix, photos, share) for i in range(start, stop)]
         return np.stack([np.asarray(img) for img, _ in crops]), [label for _, label in crops]
     return render
 
@@ -119,7 +135,17 @@ RECIPES: dict[str, Recipe] = {
         matches=lambda cap, label: cap.matches(label), batch_size=128,
         text=dict(hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4),
     ),
+    "shapes-photo-base": Recipe(
+        seed=31, image_size=64,
+        vision=dict(patch_size=16, hidden_size=160, intermediate_size=640, num_hidden_layers=4, num_attention_heads=4),
+        render=_photo_crops({"object": 0.6, "fragment": 0.12, "group": 0.1, "background": 0.18}, share=0.5),
+        describe=_describe_label, matches=lambda cap, label: cap.matches(label),
+    ),
 }
+RECIPES["shapes-photo"] = replace(  # then more photos and more empty crops: photo clutter is not a shape
+    RECIPES["shapes-photo-base"], seed=32, steps=1200, lr=3e-4, init="shapes-photo-base",
+    render=_photo_crops({"object": 0.5, "fragment": 0.1, "group": 0.05, "background": 0.35}, share=0.7),
+)
 
 
 def _render_chunk(args: tuple[str, int, int, int]) -> tuple[np.ndarray, list]:
@@ -180,7 +206,7 @@ def contrastive_loss(
 
 
 def train(name: str, out: Path, steps: int, batch_size: int, pool_size: int, lr: float,
-          checkpoint_every: int = 400) -> None:
+          checkpoint_every: int = 400, init: Path | None = None) -> None:
     recipe = RECIPES[name]
     torch.manual_seed(recipe.seed)
     gen = torch.Generator().manual_seed(recipe.seed)
@@ -190,7 +216,7 @@ def train(name: str, out: Path, steps: int, batch_size: int, pool_size: int, lr:
     tokenizer = CLIPTokenizer(vocab=str(out / "vocab.json"), merges=str(out / "merges.txt"), model_max_length=77)
     size = recipe.image_size
     processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
-    model = CLIPModel(model_config(recipe, tokenizer))
+    model = CLIPModel.from_pretrained(init).float() if init else CLIPModel(model_config(recipe, tokenizer))
 
     t0 = time.time()
     images, labels = render_pool(name, pool_size)
@@ -240,14 +266,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="default: the recipe's step count")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the recipe's batch size")
     parser.add_argument("--pool-size", type=int, default=60000)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=None, help="default: the recipe's learning rate")
+    parser.add_argument("--init", type=Path, default=None, help="the weights of the recipe's init recipe")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     out = args.out or PACKAGED_MODELS["shapes-world"].parent / args.recipe
     recipe = RECIPES[args.recipe]
-    train(args.recipe, out, args.steps or recipe.steps, args.batch_size or recipe.batch_size, args.pool_size, args.lr)
+    if recipe.init and not args.init:
+        parser.error(f"{args.recipe} starts from {recipe.init}: train --recipe {recipe.init} first, then pass --init")
+    train(args.recipe, out, args.steps or recipe.steps, args.batch_size or recipe.batch_size, args.pool_size,
+          args.lr or recipe.lr, init=args.init)
 
 
 if __name__ == "__main__":

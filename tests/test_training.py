@@ -11,15 +11,29 @@ from fiftyone_clip_zeroshot import load_model
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("recipe", ["shapes-world", "shapes-alt-text", "shapes-single-object"])
-def test_recipe_trains_and_loads(recipe, tmp_path):
-    out = tmp_path / recipe
-    result = subprocess.run(
+def _train(recipe: str, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [sys.executable, "scripts/train_shapes_clip.py", "--recipe", recipe, "--steps", "2", "--batch-size", "8",
-         "--pool-size", "64", "--out", str(out)],
+         "--pool-size", "64", "--out", str(out), *extra],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
+
+
+@pytest.mark.parametrize("recipe", ["shapes-world", "shapes-alt-text", "shapes-single-object", "shapes-photo-base"])
+def test_recipe_trains_and_loads(recipe, tmp_path):
+    out = tmp_path / recipe
+    result = _train(recipe, out)
     assert result.returncode == 0, result.stderr[-2000:]
     model = load_model(str(out), device="cpu")
     assert model.encode_text(["a red circle and a blue star"]).shape[0] == 1
     assert model.image_size == (96 if recipe == "shapes-single-object" else 64)
+
+
+def test_a_recipe_that_starts_from_another_needs_its_weights(tmp_path):
+    refused = _train("shapes-photo", tmp_path / "photo")
+    assert refused.returncode == 2 and "train --recipe shapes-photo-base first" in refused.stderr
+    base = tmp_path / "base"
+    assert _train("shapes-photo-base", base).returncode == 0
+    result = _train("shapes-photo", tmp_path / "photo", "--init", str(base))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert load_model(str(tmp_path / "photo"), device="cpu").image_size == 64

@@ -58,3 +58,21 @@ def test_hard_scenes_frame_the_visible_part_of_textured_overlapping_shapes():
             assert pixels[y1:y2, x1:x2].std() > 0  # the box shows something, not a flat background
     sides = np.concatenate([s.boxes[:, 2:] - s.boxes[:, :2] for s in scenes])
     assert sides.max() >= 150  # large shapes, up to 60 % of the short side
+
+
+def test_photo_backed_crops_keep_their_labels_and_train_on_photos_no_benchmark_uses():
+    from fiftyone_clip_zeroshot.photos import background_images, training_backgrounds
+
+    def thumbs(images):
+        return {np.asarray(image.convert("RGB").resize((32, 32))).tobytes() for image in images}
+
+    photos = training_backgrounds()
+    assert len(photos) >= 10 and not thumbs(photos) & thumbs(background_images())
+    for i in range(20):
+        flat, label = render_crop(5, i)
+        on_photo, photo_label = render_crop(5, i, photos=photos, photo_share=1.0)
+        assert photo_label == label and on_photo.size == flat.size == (64, 64) and on_photo.mode == "RGB"
+        assert not np.array_equal(np.asarray(flat), np.asarray(on_photo))
+        assert np.array_equal(np.asarray(on_photo), np.asarray(render_crop(5, i, photos=photos, photo_share=1.0)[0]))
+    unchanged = render_crop(5, 3, photos=photos, photo_share=0.0)[0]
+    assert np.array_equal(np.asarray(unchanged), np.asarray(render_crop(5, 3)[0]))

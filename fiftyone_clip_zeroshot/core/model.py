@@ -27,7 +27,7 @@ _MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 # Tiny CLIPs trained on the shapes world (scripts/train_shapes_clip.py): the demo model first, then
 # the test models of the quality panel, trained by other recipes.
 PACKAGED_MODELS: dict[str, Path] = {
-    name: _MODELS_DIR / name for name in ("shapes-world", "shapes-single-object", "shapes-alt-text")
+    name: _MODELS_DIR / name for name in ("shapes-world", "shapes-single-object", "shapes-alt-text", "shapes-photo")
 }
 
 logger = logging.getLogger(__name__)

@@ -39,6 +39,11 @@ BACKGROUNDS = {  # photos with no hand boxes, used only as backgrounds of the ph
     "skimage": ("data/motorcycle_right.png", "data/gravel.png", "data/grass.png", "data/brick.png"),
     "sklearn": ("datasets/images/flower.jpg",),
 }
+TRAINING_BACKGROUNDS = {  # installed photos used by no benchmark: the backgrounds of ``shapes-photo``'s training crops
+    "skimage": ("data/hubble_deep_field.jpg", "data/ihc.png", "data/retina.jpg", "data/phantom.png",
+                "data/chessboard_RGB.png", "data/camera.png", "data/coins.png", "data/moon.png", "data/page.png",
+                "data/text.png", "data/cell.png", "data/clock_motion.png"),
+}
 
 
 class PhotoSourceError(ClipZeroShotError, RuntimeError):
@@ -153,3 +158,11 @@ def background_images() -> list[Image.Image]:
     extra = [Image.open(_installed_file(module, path)).convert("RGB")
              for module, paths in BACKGROUNDS.items() for path in paths]
     return [photo.image for photo in installed_photos()] + extra
+
+
+def training_backgrounds() -> list[Image.Image]:
+    """Installed photos that no benchmark or scene set uses (``TRAINING_BACKGROUNDS``), as RGB or,
+    for grey ones, greyscale (``L``): the training crops of the photo-trained panel model."""
+    images = [Image.open(_installed_file(module, path)) for module, paths in TRAINING_BACKGROUNDS.items()
+              for path in paths]
+    return [image.convert("L" if image.mode in ("L", "I", "I;16") else "RGB") for image in images]

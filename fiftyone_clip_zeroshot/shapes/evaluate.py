@@ -65,13 +65,16 @@ def evaluate(
     return meter.result()
 
 
-def zero_shot_accuracy(model: ClipModel, count: int = 600, template: str = "a photo of a {}") -> float:
-    """Top-1 accuracy over all colour×shape classes on ``count`` held-out single-object crops."""
+def zero_shot_accuracy(model: ClipModel, count: int = 600, template: str = "a photo of a {}",
+                       photos: list[Image.Image] | None = None) -> float:
+    """Top-1 accuracy over all colour×shape classes on ``count`` held-out single-object crops;
+    with ``photos``, every crop's background is cut from one of them."""
     crops: list[Image.Image] = []
     labels: list[int] = []
     index = 0
     while len(crops) < count:
-        image, label = render_crop(HELD_OUT_CROP_SEED, index, model.image_size, mix={"object": 1.0})
+        image, label = render_crop(HELD_OUT_CROP_SEED, index, model.image_size, mix={"object": 1.0}, photos=photos,
+                                   photo_share=1.0)
         crops.append(image)
         labels.append(CLASSES.index(label))
         index += 1

@@ -159,14 +159,35 @@ def _draw_object(
 CROP_MIX: dict[str, float] = {"object": 0.65, "fragment": 0.15, "group": 0.12, "background": 0.08}
 
 
-def render_crop(seed: int, index: int, size: int = 64, mix: dict[str, float] | None = None) -> tuple[Image.Image, str]:
+def _photo_background(rng: np.random.Generator, photos: list[Image.Image], side: int) -> Image.Image:
+    """A ``side``-px square cut from one of ``photos`` at a random scale (0.5–2× ``side`` of the
+    photo), grey photos tinted between two random colours."""
+    photo = photos[int(rng.integers(len(photos)))]
+    cut = int(side * rng.uniform(0.5, 2.0))
+    if min(photo.size) < cut:
+        fit = cut / min(photo.size)
+        photo = photo.resize((max(cut, round(photo.width * fit)), max(cut, round(photo.height * fit))),
+                             Image.Resampling.BILINEAR)
+    x, y = int(rng.integers(photo.width - cut + 1)), int(rng.integers(photo.height - cut + 1))
+    img = photo.crop((x, y, x + cut, y + cut)).resize((side, side), Image.Resampling.BILINEAR)
+    if img.mode == "L":
+        t = np.asarray(img, np.float32)[..., None] / 255
+        dark = np.array(_muted_color(rng), np.float32)
+        light = np.array(colorsys.hsv_to_rgb(rng.random(), rng.uniform(0, 0.5), rng.uniform(0.6, 1.0))) * 255
+        img = Image.fromarray(np.clip(dark * (1 - t) + light * t, 0, 255).astype(np.uint8))
+    return img
+
+
+def render_crop(seed: int, index: int, size: int = 64, mix: dict[str, float] | None = None,
+                photos: list[Image.Image] | None = None, photo_share: float = 0.5) -> tuple[Image.Image, str]:
     """One training/eval crop, rendered at 2–4× and downsampled as a window of a scene is.
 
     Its kind is drawn from ``mix`` (default ``CROP_MIX``), and so is its label:
     ``"object"`` — one whole shape ("red circle"); ``"fragment"`` — only part of a shape, or a
     close-up inside a large one (label: its colour, "red"); ``"group"`` — two or three shapes
     (``GROUP``); ``"background"`` — none (``BACKGROUND``). Fragments and groups teach the model
-    that a window which does not frame exactly one whole object is not that object.
+    that a window which does not frame exactly one whole object is not that object. With
+    ``photos``, a ``photo_share`` of the crops has a cut of one of them as its background.
     """
     rng = _rng(seed, index, 0)
     mix = mix or CROP_MIX
@@ -176,6 +197,9 @@ def render_crop(seed: int, index: int, size: int = 64, mix: dict[str, float] | N
     canvas = size * scale
     img = _background(rng, canvas, canvas)
     _add_clutter(rng, img, int(rng.integers(0, 8)))
+    photo_rng = _rng(seed, index, 5)
+    if photos and photo_rng.random() < photo_share:
+        img = _photo_background(photo_rng, photos, canvas)
     label = BACKGROUND
     if kind == "object":
         label = CLASSES[int(rng.integers(len(CLASSES)))]

@@ -81,7 +81,7 @@ def supported(values: np.ndarray, image_hw: tuple[int, int], opts: LocalizeOptio
     cell, or a cell equal to it up to rounding, and which of equals came first must not decide, nor
     the order in which images' crops were batched); a box read for one prompt is scored for all."""
     cap = candidate_cap(image_hw, opts)
-    gated = values >= (SUPPORT_GATE * opts.confidence_thresh if gate else -np.inf)
+    gated = values >= SUPPORT_GATE * opts.confidence_thresh if gate else np.ones(values.shape, bool)
     if len(values) > cap:
         gated &= values >= -np.partition(-values, cap - 1, axis=0)[cap - 1] - TIE  # each prompt's cap-th best
     return np.flatnonzero(gated.any(1))
