@@ -85,17 +85,13 @@ class Recipe:
                                                      num_attention_heads=4))
 
 
-def _single_crops(mix: dict[str, float] | None) -> Callable[[int, int, int, int], tuple[np.ndarray, list]]:
+def _single_crops(
+    mix: dict[str, float] | None, photo_share: float = 0.0
+) -> Callable[[int, int, int, int], tuple[np.ndarray, list]]:
+    """``render_crop``'s crops; ``photo_share`` of them on cuts of ``training_backgrounds``."""
     def render(seed: int, start: int, stop: int, size: int) -> tuple[np.ndarray, list]:
-        crops = [render_crop(seed, i, size, mix) for i in range(start, stop)]
-        return np.stack([np.asarray(img) for img, _ in crops]), [label for _, label in crops]
-    return render
-
-
-def _photo_crops(mix: dict[str, float], share: float) -> Callable[[int, int, int, int], tuple[np.ndarray, list]]:
-    def render(seed: int, start: int, stop: int, size: int) -> tuple[np.ndarray, list]:
-        photos = training_backgrounds()
-        crops = [render_crop(seed, i, size, mix, photos, share) for i in range(start, stop)]
+        photos = training_backgrounds() if photo_share else None
+        crops = [render_crop(seed, i, size, mix, photos, photo_share) for i in range(start, stop)]
         return np.stack([np.asarray(img) for img, _ in crops]), [label for _, label in crops]
     return render
 
@@ -138,13 +134,13 @@ RECIPES: dict[str, Recipe] = {
     "shapes-photo-base": Recipe(
         seed=31, image_size=64,
         vision=dict(patch_size=16, hidden_size=160, intermediate_size=640, num_hidden_layers=4, num_attention_heads=4),
-        render=_photo_crops({"object": 0.6, "fragment": 0.12, "group": 0.1, "background": 0.18}, share=0.5),
+        render=_single_crops({"object": 0.6, "fragment": 0.12, "group": 0.1, "background": 0.18}, photo_share=0.5),
         describe=_describe_label, matches=lambda cap, label: cap.matches(label),
     ),
 }
 RECIPES["shapes-photo"] = replace(  # then more photos and more empty crops: photo clutter is not a shape
     RECIPES["shapes-photo-base"], seed=32, steps=1200, lr=3e-4, init="shapes-photo-base",
-    render=_photo_crops({"object": 0.5, "fragment": 0.1, "group": 0.05, "background": 0.35}, share=0.7),
+    render=_single_crops({"object": 0.5, "fragment": 0.1, "group": 0.05, "background": 0.35}, photo_share=0.7),
 )
 
 
