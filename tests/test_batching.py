@@ -3,6 +3,7 @@ single-image results, failures stay with their image, and the out-of-memory back
 the shared stream; ``detect`` and ``apply_model`` use it."""
 
 import dataclasses
+import threading
 
 import fiftyone as fo
 import numpy as np
@@ -68,6 +69,27 @@ def test_an_image_that_fails_fails_alone_and_out_of_memory_halves_the_shared_str
     _assert_same(single, [outcomes[0], *outcomes[2:]])
     last = max(i for i, size in enumerate(sizes) if size > 16)  # the last batch out of memory
     assert 8 <= model.max_batch <= 16 and max(sizes[last + 1:]) <= model.max_batch  # halved until it fits, for all
+
+
+def test_ctrl_c_while_images_are_encoded_together_stops_the_run(shapes_model, monkeypatch):
+    """An interrupt during a shared batch is the run's, not one image's failure: it propagates,
+    and every image's thread ends."""
+    images, prompts = _scenes()
+    encode, calls = type(shapes_model).encode_batches, []
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return encode(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(shapes_model), "encode_batches", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        localize_batch(images, prompts, shapes_model, LocalizeOptions.create(method="sliding_window", **FAST))
+    for thread in threading.enumerate():
+        if thread.name.startswith("clip-zeroshot-image"):
+            thread.join(timeout=10)
+            assert not thread.is_alive()
 
 
 def test_detect_and_apply_model_batch_images_with_the_results_of_one_by_one(shapes_model, tmp_root):

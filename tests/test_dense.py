@@ -1,19 +1,26 @@
 """The dense localizer: its own forward over the model's last block, tiling, and boxes from the map."""
 
 import dataclasses
+import re
+from importlib.metadata import version
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from packaging.requirements import Requirement
 
 from fiftyone_clip_zeroshot import OptionsError, load_model, localize
 from fiftyone_clip_zeroshot.core.images import load_image
 from fiftyone_clip_zeroshot.core.localizers.dense import (
     _neighbourhood,
     _patch_boxes,
+    check_layer_api,
     dense_map,
+    hidden_before_last_block,
     patch_tokens,
     region_boxes,
+    self_attention,
 )
 from fiftyone_clip_zeroshot.core.options import LocalizeOptions
 from fiftyone_clip_zeroshot.core.scoring import PromptScorer
@@ -38,6 +45,34 @@ def test_the_variants_change_only_the_last_block(shapes_model):
     clear, near = (patch_tokens(shapes_model, images, a) for a in ("clearclip", "naclip"))
     assert not torch.allclose(clear, near)
     assert torch.equal(pooled, shapes_model.encode_images(images))  # the loaded model itself is untouched
+
+
+def test_the_transformers_layer_api_that_dense_reads_still_computes_clips_own_forward(shapes_model):
+    """Dense re-runs CLIP's vision tower through transformers' internal layer API: where a release
+    moves or changes it, this fails, before any map goes wrong."""
+    vision = shapes_model.model.vision_model
+    last = vision.encoder.layers[-1]
+    pixels = shapes_model.normalize(torch.randint(0, 256, (2, 3, 128, 128)).float())
+    with torch.inference_mode():
+        before = hidden_before_last_block(vision, pixels)
+        own = vision(pixel_values=pixels, interpolate_pos_encoding=True).last_hidden_state
+        assert torch.allclose(last(before, None), own, atol=1e-4)
+        x = last.layer_norm1(before)
+        attn = last.self_attn
+        assert torch.allclose(self_attention(attn, x, attn.q_proj, attn.k_proj), attn(x)[0], atol=1e-4)
+
+
+def test_a_layer_api_that_moved_is_one_clear_error():
+    with pytest.raises(RuntimeError, match="dense localizer reads CLIP's vision layers.*lacks embeddings"):
+        check_layer_api(torch.nn.Module())
+
+
+def test_the_installed_transformers_is_in_the_range_pyproject_allows():
+    """The tests run on the installed release, so the range's upper bound is one they proved."""
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    (requirement,) = [Requirement(r) for r in re.findall(r'^\s*"(transformers[^"]*)"', pyproject, re.M)]
+    assert any(spec.operator == "<" for spec in requirement.specifier)
+    assert version("transformers") in requirement.specifier
 
 
 def test_neighbourhood_bias_favours_near_patches_and_leaves_the_class_token_alone():

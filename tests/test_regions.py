@@ -2,8 +2,10 @@
 
 import numpy as np
 import pytest
+import skimage.data
 import supervision as sv
 
+from fiftyone_clip_zeroshot import localize
 from fiftyone_clip_zeroshot.core.images import load_image
 from fiftyone_clip_zeroshot.core.regions import region_proposals
 from fiftyone_clip_zeroshot.shapes.evaluate import held_out_scenes
@@ -33,3 +35,11 @@ def test_near_duplicates_are_kept_once():
     iou = sv.box_iou_batch(boxes, boxes)
     np.fill_diagonal(iou, 0)
     assert iou.max() <= 0.9
+
+
+@pytest.mark.parametrize("method", ["proposals", "dense"])
+def test_at_a_threshold_of_zero_no_unread_candidate_becomes_a_box(method, shapes_model):
+    """A photo has hundreds of candidates and each prompt reads only its best: the others, never
+    read, must not come out as boxes of the first prompt at confidence 0."""
+    (result,) = localize(skimage.data.astronaut(), ["red circle"], shapes_model, method=method, confidence_thresh=0.0)
+    assert len(result.detections) and (result.detections.confidence > 0).all()

@@ -4,7 +4,7 @@ learnt from the decisions (a scripted review against ground truth), and the repo
 import pytest
 
 import fiftyone_clip_zeroshot as fz
-from fiftyone_clip_zeroshot.labeling.review import ACCEPTED, REJECTED, RELABELED, reviewed_labels
+from fiftyone_clip_zeroshot.labeling.review import ACCEPTED, REJECTED, RELABELED, reviewed_labels, run_thresholds
 from fiftyone_clip_zeroshot.labeling.runs import DetectRun
 from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
 from fiftyone_clip_zeroshot.shapes.review import kept_right, review_from_ground_truth, verdicts_from_ground_truth
@@ -161,3 +161,10 @@ def test_operators_promote_and_detect_with_the_calibrated_thresholds(scenes, plu
     assert DetectRun.load(scenes, "auto_next").thresholds == {p: calibration[p] for p in PROMPTS[:3]}
     fz.clear_decisions(scenes, "auto", scenes.values("auto.detections.id", unwind=True))
     scenes.delete_sample_field("auto_approved")
+
+
+def test_a_run_at_threshold_zero_is_reviewed_at_zero():
+    run = DetectRun(label_field="auto", prompts=["a"], heatmap_fields=[], model="m", device="cpu",
+                    options={"confidence_thresh": 0.0}, run_id="r")
+    assert run_thresholds(run, ["a"]) == {"a": 0.0}
+    assert run_thresholds(None, ["a"]) == {"a": 0.5}  # a field no run wrote

@@ -97,6 +97,16 @@ def test_shards_need_a_persistent_dataset_and_a_positive_count_and_write_nothing
     assert not dataset.has_field("clip") and DetectRun.load(dataset, "clip") is None
 
 
+def test_shards_of_a_target_already_labelled_finish_with_nothing_to_do(dataset, capsys):
+    fz.detect(dataset, PROMPTS, label_field="clip", progress=False, **RUN)
+    record = DetectRun.load(dataset, "clip")
+    fz.detect(dataset, PROMPTS, label_field="clip", skip_existing=True, shards=2, **RUN)
+    assert "nothing to do: every sample already has 'clip'" in capsys.readouterr().out
+    assert DetectRun.load(dataset, "clip") == record  # nothing queued, recorded or claimed
+    assert not DelegatedOperationService().get_queued_operations(operator=DETECT_URI, dataset_name=dataset.name)
+    fz.detect(dataset, PROMPTS, label_field="clip", shards=2, **RUN)  # the field is free
+
+
 def test_a_failure_while_queuing_leaves_no_shard_queued(dataset, monkeypatch):
     queue = DelegatedOperationService.queue_operation
     calls = []

@@ -115,8 +115,11 @@ class DetectWithClip(JobOperator):
             run = queue_shards(job, _workers(ctx), device=_model_params(ctx)["device"])
         except USER_ERRORS as error:
             raise ValueError(str(error)) from None
-        message = (f"queued {len(run.shards)} shards of run {run.run_id} over {job.total} samples into "
-                   f"{job.label_field!r}; each `fiftyone delegated launch` worker runs one at a time")
+        if run is None:
+            message = f"nothing to do: every sample of the target already has {job.label_field!r}"
+        else:
+            message = (f"queued {len(run.shards)} shards of run {run.run_id} over {job.total} samples into "
+                       f"{job.label_field!r}; each `fiftyone delegated launch` worker runs one at a time")
         yield from self.report(ctx, {"message": message, "samples": 0, "failed": 0, "failures": []})
 
     def make_job(self, ctx) -> DetectJob:

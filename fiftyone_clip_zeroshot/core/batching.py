@@ -38,6 +38,10 @@ class _Request:
         return self.result is not None or self.error is not None
 
 
+class Stopped(Exception):
+    """What the image threads of an interrupted batch get: the run itself raises the interrupt."""
+
+
 class SharedEncoder:
     """Encodes the requests of several image threads together (see the module's docstring).
 
@@ -51,11 +55,14 @@ class SharedEncoder:
         self._cond = threading.Condition()
         self._pending: list[_Request] = []
         self._working = 0
+        self._stopped = False
 
     def encode(self, count: int, make_batch: MakeBatch, encode: Encode | None = None) -> torch.Tensor:
         """Called by an image's thread: blocks until the request is encoded with the others."""
         request = _Request(count, make_batch, encode)
         with self._cond:
+            if self._stopped:
+                raise Stopped("the run was interrupted")
             self._pending.append(request)
             self._cond.notify_all()
             self._cond.wait_for(lambda: request.answered)
@@ -83,15 +90,24 @@ class SharedEncoder:
                    for i in range(len(items))]
         for thread in threads:
             thread.start()
-        while True:
+        requests: list[_Request] = []
+        try:
+            while True:
+                with self._cond:
+                    self._cond.wait_for(lambda: self._working == 0 or len(self._pending) == self._working)
+                    if self._working == 0:
+                        break
+                    requests, self._pending = self._pending, []
+                self._serve(requests)
+                with self._cond:
+                    self._cond.notify_all()
+        except BaseException:  # Ctrl-C (or a stop) while encoding: end every image's thread, stop the run
             with self._cond:
-                self._cond.wait_for(lambda: self._working == 0 or len(self._pending) == self._working)
-                if self._working == 0:
-                    break
-                requests, self._pending = self._pending, []
-            self._serve(requests)
-            with self._cond:
+                self._stopped = True
+                for request in [*requests, *self._pending]:
+                    request.error = request.error or Stopped("the run was interrupted")
                 self._cond.notify_all()
+            raise
         for thread in threads:
             thread.join()
         return outcomes
@@ -109,7 +125,7 @@ class SharedEncoder:
             try:
                 rows = self.model.encode_batches(sum(r.count for r in kind), _joined(kind), self.batch_size,
                                                  kind[0].encode)
-            except BaseException as error:  # noqa: BLE001 - every image waiting on this stream gets it
+            except Exception as error:  # noqa: BLE001 - every image waiting on this stream gets it
                 for request in kind:
                     request.error = error
                 continue

@@ -44,7 +44,7 @@ def detect_objects(
         confidence = support
     label = confidence.argmax(1)
     score = confidence[np.arange(len(boxes)), label]
-    keep = score >= opts.confidence_thresh
+    keep = (score >= opts.confidence_thresh) & (score > 0)  # at a threshold of 0, a box nothing vouched for
     keep &= ~_parts_of_others(boxes, label, score, keep)
     return [
         _dedupe(make_detections(boxes[keep & (label == p)], score[keep & (label == p)], p, prompt), opts)

@@ -284,6 +284,9 @@ def detect(
     )
     if shards is not None:
         run = queue_shards(job, shards, device=device)
+        if run is None:
+            print(f"nothing to do: every sample already has {label_field!r} (skip_existing)")
+            return job.fields
         print(f"queued {len(run.shards)} shards of run {run.run_id} over {job.total} samples; run "
               "`fiftyone delegated launch` on each worker, and follow them with fz.run_status(dataset, "
               f"{label_field!r})")

@@ -10,7 +10,6 @@ so a failure or interruption never leaves half a result.
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -68,7 +67,10 @@ class SampleJob:
 
     def __init__(self) -> None:
         self.failures: dict[str, str] = {}
-        self.total = exact_count(self.samples)
+        self.passed_over = 0  # samples that left the target (or changed their file) before their turn
+        ids, paths = self.samples.values(["id", "filepath"])
+        self._targets: list[tuple[str, str]] = list(zip(ids, paths))  # what the run labels, bound by id
+        self.total = len(self._targets)
 
     def labels(self, sample: fo.Sample, pixels: torch.Tensor) -> dict[str, Any]:
         """The field values to set on ``sample`` (raise to leave the sample untouched)."""
@@ -92,22 +94,34 @@ class SampleJob:
         """Called once after the last sample."""
 
     def steps(self) -> Iterator[tuple[int, int]]:
-        """Process the samples ``image_batch_size`` at a time, yielding ``(done, total)`` after each sample."""
+        """Process the samples ``image_batch_size`` at a time, yielding ``(done, total)`` after each sample.
+
+        Samples are bound to their images by id: the ids and paths are read once, each chunk's
+        samples are fetched by id just before they are labelled (no cursor stays open while the
+        model works), and a sample that left the target meanwhile (deleted, labelled by another
+        run, or given another file) is passed over (``passed_over``). So no label can land on
+        another sample, whatever the view's filter.
+        """
         self.start()
         done = 0
         try:
             with ThreadPoolExecutor(PREFETCH) as pool, self.samples.save_context(**SAVE_EVERY) as saver:
-                images = prefetch_images(pool, self.samples.values("filepath"), self.model.device,
+                images = prefetch_images(pool, [path for _, path in self._targets], self.model.device,
                                          ahead=max(PREFETCH, self.image_batch_size))
-                pairs = zip(self.samples.iter_samples(), images)
-                while chunk := list(itertools.islice(pairs, self.image_batch_size)):
-                    for sample, outcome in zip((s for s, _ in chunk), self._chunk_labels(chunk)):
+                for start in range(0, len(self._targets), self.image_batch_size):
+                    chunk = [(target, next(images)) for target in self._targets[start:start + self.image_batch_size]]
+                    fetched = {sample.id: sample for sample in self.samples.select([i for (i, _), _ in chunk])}
+                    present = [(fetched[i], image) for (i, path), image in chunk
+                               if i in fetched and fetched[i].filepath == path]
+                    for sample, outcome in zip((s for s, _ in present), self._chunk_labels(present)):
                         if isinstance(outcome, Exception):
                             self._failed(sample, outcome)
                         else:
                             for field, value in outcome.items():
                                 sample[field] = value
                             saver.save(sample)
+                    self.passed_over += len(chunk) - len(present)
+                    for _ in chunk:
                         done += 1
                         yield done, self.total
         except PyMongoError as error:
@@ -117,6 +131,9 @@ class SampleJob:
         self.finish()
         if self.failures:
             logger.warning("%d of %d samples failed; see job.failures", len(self.failures), self.total)
+        if self.passed_over:
+            logger.warning("%d of %d samples left the target during the run and were passed over",
+                           self.passed_over, self.total)
 
     def _chunk_labels(self, chunk: list[tuple[fo.Sample, Future]]) -> list[dict[str, Any] | Exception]:
         """The outcome of each sample of ``chunk``: its labels, or why its image or labels failed."""

@@ -73,7 +73,8 @@ def reviewed_labels(samples: fo.core.collections.SampleCollection, label_field: 
 def run_thresholds(run: DetectRun | None, prompts: Iterable[str], calibrated: bool = True) -> dict[str, float]:
     """Each prompt's threshold: the calibrated one (with ``calibrated``), else the one its run used,
     else 0.5 (a field no run wrote)."""
-    base = (run.options.get("confidence_thresh") if run else None) or 0.5
+    base = run.options.get("confidence_thresh") if run else None
+    base = 0.5 if base is None else base  # a run at 0.0 keeps its 0.0
     used = {**(run.thresholds if run else {}), **(run.calibrated if run and calibrated else {})}
     return {prompt: float(used.get(prompt, base)) for prompt in prompts}
 

@@ -72,10 +72,11 @@ class RunStatus:
 
 
 def queue_shards(job: DetectJob, shards: int, device: str | None = None,
-                 delegation_target: str | None = None) -> DetectRun:
+                 delegation_target: str | None = None) -> DetectRun | None:
     """Record ``job`` as a sharded run and queue ``shards`` detect operations over balanced,
     disjoint ranges of its sample ids; ``device`` is each worker's (None: its GPU if it has one).
-    The run claims its field for all its shards (``claim_field``)."""
+    The run claims its field for all its shards (``claim_field``). None, with nothing queued or
+    recorded, when the job has no samples (``skip_existing`` and every sample labelled)."""
     samples = job.samples
     if not isinstance(shards, int) or shards < 1:
         raise LabelingError(f"shards must be a positive integer, got {shards!r}")
@@ -83,6 +84,8 @@ def queue_shards(job: DetectJob, shards: int, device: str | None = None,
         raise LabelingError("shards run in other processes (delegated operations), which only see persistent "
                             "datasets: set dataset.persistent = True first")
     ids = sorted(samples.values("id"))
+    if not ids:
+        return None
     ranges = [chunk for chunk in np.array_split(np.array(ids), min(shards, len(ids))) if len(chunk)]
     plan = [dict(index=i, samples=len(chunk), first_id=str(chunk[0]), last_id=str(chunk[-1]), operation_id=None)
             for i, chunk in enumerate(ranges)]

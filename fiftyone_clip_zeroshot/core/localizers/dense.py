@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+import transformers
 from skimage.measure import label as connected_regions
 from skimage.measure import regionprops
 
@@ -91,14 +92,44 @@ def patch_tokens(model: ClipModel, images: torch.Tensor, attention: str) -> torc
     """Unit-norm patch embeddings ``(N, g, g, D)`` of ``(N, 3, S, S)`` 0..255 images, ``S`` a
     multiple of the patch size; the last block is re-run in the ``attention`` variant."""
     vision = model.model.vision_model
-    hidden = vision.embeddings(model.normalize(images), interpolate_pos_encoding=True)
-    hidden = vision.pre_layrnorm(hidden)
-    for layer in vision.encoder.layers[:-1]:
-        hidden = layer(hidden, None)
+    hidden = hidden_before_last_block(vision, model.normalize(images))
     side = int(round((hidden.shape[1] - 1) ** 0.5))
     hidden = _last_block(vision.encoder.layers[-1], hidden, attention, side)
     tokens = model.model.visual_projection(vision.post_layernorm(hidden[:, 1:]))
     return torch.nn.functional.normalize(tokens.float(), dim=-1).view(len(images), side, side, -1)
+
+
+def hidden_before_last_block(vision: torch.nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """``(N, 1 + g², W)`` hidden states of a CLIP vision tower entering its last block (positions
+    interpolated). This and ``_last_block`` read transformers' internal layer API, which
+    ``check_layer_api`` checks (``pyproject.toml`` bounds the transformers release)."""
+    check_layer_api(vision)
+    hidden = vision.pre_layrnorm(vision.embeddings(pixel_values, interpolate_pos_encoding=True))
+    for layer in vision.encoder.layers[:-1]:
+        hidden = layer(hidden, None)
+    return hidden
+
+
+LAYER_API = ("embeddings", "pre_layrnorm", "encoder.layers", "post_layernorm", "encoder.layers.0.layer_norm1",
+             *(f"encoder.layers.0.self_attn.{name}" for name in ("q_proj", "k_proj", "v_proj", "out_proj",
+                                                                  "num_heads", "scale")))
+
+
+def check_layer_api(vision: torch.nn.Module) -> None:
+    """Raise a clear error if this transformers release moved what the dense localizer reads."""
+    missing = [path for path in LAYER_API if not _has_path(vision, path)]
+    if missing:
+        raise RuntimeError(
+            f"the dense localizer reads CLIP's vision layers, and transformers {transformers.__version__} lacks "
+            f"{', '.join(missing)}; install the release range pyproject.toml names, or use another method")
+
+
+def _has_path(module: object, path: str) -> bool:
+    for name in path.split("."):
+        module = module[int(name)] if name.isdigit() else getattr(module, name, None)
+        if module is None:
+            return False
+    return True
 
 
 def _last_block(layer: torch.nn.Module, hidden: torch.Tensor, attention: str, side: int) -> torch.Tensor:
@@ -106,17 +137,24 @@ def _last_block(layer: torch.nn.Module, hidden: torch.Tensor, attention: str, si
     query (``clearclip``) or key (``naclip``, plus the neighbourhood bias)."""
     attn = layer.self_attn
     x = layer.layer_norm1(hidden)
+    own = attn.q_proj if attention == "clearclip" else attn.k_proj
+    bias = _neighbourhood(side, x.device, x.dtype) if attention == "naclip" else None
+    return self_attention(attn, x, own, own, bias)
+
+
+def self_attention(attn: torch.nn.Module, x: torch.Tensor, queries: torch.nn.Module, keys: torch.nn.Module,
+                   bias: torch.Tensor | None = None) -> torch.Tensor:
+    """CLIP's multi-head attention of ``attn`` over ``(N, T, W)`` tokens ``x``, with ``queries`` and
+    ``keys`` as the projections (``attn.q_proj`` and ``attn.k_proj``: the layer's own attention)."""
     n, t, _ = x.shape
 
     def heads(projection: torch.nn.Module) -> torch.Tensor:
         return projection(x).view(n, t, attn.num_heads, -1).transpose(1, 2)
 
-    values = heads(attn.v_proj)
-    own = heads(attn.q_proj) if attention == "clearclip" else heads(attn.k_proj)
-    scores = own @ own.transpose(-1, -2) * attn.scale
-    if attention == "naclip":
-        scores = scores + _neighbourhood(side, scores.device, scores.dtype)
-    mixed = torch.softmax(scores, dim=-1) @ values
+    scores = heads(queries) @ heads(keys).transpose(-1, -2) * attn.scale
+    if bias is not None:
+        scores = scores + bias
+    mixed = torch.softmax(scores, dim=-1) @ heads(attn.v_proj)
     return attn.out_proj(mixed.transpose(1, 2).reshape(n, t, -1))
 
 
