@@ -20,11 +20,11 @@ import cluster  # noqa: E402
 SCRIPT = """
 import json, time, torch
 import fiftyone_clip_zeroshot as fz
-from fiftyone_clip_zeroshot.labeling.model import data_loader_ready
+from fiftyone_clip_zeroshot.labeling.factory import data_loader_ready
 from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
 assert data_loader_ready(), "fiftyone.utils.torch does not import here (torchvision)"
 ds = load_shapes_dataset("loader", {images}, "{folder}", seed=31, width={width}, height={height})
-model = fz.ClipZeroShotModel(["red circle", "blue square"], model="shapes-world", device="cpu", method="{method}")
+model = fz.zero_shot_model(["red circle", "blue square"], model="shapes-world", device="cpu", method="{method}")
 model.predict(ds.first().filepath)  # warm-up
 rows = []
 for workers in {workers}:

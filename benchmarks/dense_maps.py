@@ -26,9 +26,9 @@ import torch
 from fiftyone_clip_zeroshot import load_model
 from fiftyone_clip_zeroshot.core.images import load_image
 from fiftyone_clip_zeroshot.core.localize import heatmap_shape
-from fiftyone_clip_zeroshot.core.localizers.dense import ATTENTION, dense_logits
 from fiftyone_clip_zeroshot.core.model import PACKAGED_MODELS, ClipModel
 from fiftyone_clip_zeroshot.core.options import LocalizeOptions
+from fiftyone_clip_zeroshot.core.patch_tokens import ATTENTION, dense_logits
 from fiftyone_clip_zeroshot.core.scoring import PromptScorer
 from fiftyone_clip_zeroshot.shapes.evaluate import held_out_scenes
 from fiftyone_clip_zeroshot.shapes.world import CLASSES, Scene

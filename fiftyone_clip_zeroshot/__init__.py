@@ -1,9 +1,10 @@
 """Zero-shot object localization and detection with CLIP, for FiftyOne.
 
-The core (``load_model``, ``localize``, ``propose``) does not import FiftyOne; ``detect``, ``run_status``,
-``requeue``, ``ClipZeroShotModel`` and the curation functions (``verify``, ``classify``, ``evaluate``,
-``tag_for_review``, ``review_view``), the review of auto-labels (``accept``, ``reject``, ``relabel``, ``promote``,
-``calibrate``, ``review_report``) and ``open_panel`` (the App panel beside the grid) do, and are imported on first use.
+The core (``load_model``, ``localize``, ``propose``) does not import FiftyOne; ``detect``,
+``run_status``, ``requeue``, ``zero_shot_model`` (for ``apply_model``) and the curation functions
+(``verify``, ``classify``, ``evaluate``, ``tag_for_review``, ``review_view``), the review of
+auto-labels (``accept``, ``reject``, ``relabel``, ``promote``, ``calibrate``, ``review_report``)
+and ``open_panel`` (the App panel beside the grid) do, and are imported on first use.
 """
 
 from fiftyone_clip_zeroshot.core import (
@@ -28,6 +29,7 @@ _FIFTYONE_API = {
     "LabelingError": "fiftyone_clip_zeroshot.labeling.jobs",
     "DatabaseError": "fiftyone_clip_zeroshot.labeling.jobs",
     "ClipZeroShotModel": "fiftyone_clip_zeroshot.labeling.model",
+    "zero_shot_model": "fiftyone_clip_zeroshot.labeling.factory",
     "verify": "fiftyone_clip_zeroshot.labeling.curate",
     "classify": "fiftyone_clip_zeroshot.labeling.curate",
     "evaluate": "fiftyone_clip_zeroshot.labeling.curate",

@@ -18,6 +18,8 @@ import pytest
 import fiftyone_clip_zeroshot as fz
 from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
 
+pytestmark = pytest.mark.slow  # the App in chromium: the full tier only
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]

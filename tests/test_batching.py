@@ -98,7 +98,7 @@ def test_detect_and_apply_model_batch_images_with_the_results_of_one_by_one(shap
     run = dict(model=shapes_model, method="proposals", heatmaps=False, progress=False, **FAST)
     fz.detect(dataset, prompts, label_field="one", image_batch_size=1, **run)
     fz.detect(dataset, prompts, label_field="three", image_batch_size=3, **run)
-    model = fz.ClipZeroShotModel(prompts, model=shapes_model, method="proposals", **FAST)
+    model = fz.zero_shot_model(prompts, model=shapes_model, method="proposals", **FAST)
     dataset.apply_model(model, label_field="applied", batch_size=4)
 
     def boxes(field):

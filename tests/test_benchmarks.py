@@ -10,6 +10,8 @@ from pathlib import Path
 import fiftyone as fo
 import pytest
 
+pytestmark = pytest.mark.slow  # benchmark subprocesses: the full tier only
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -29,6 +31,15 @@ def test_speed_benchmark_smoke():
 def test_batching_benchmark_smoke():
     out = _run("benchmarks/batching.py", "--images", "2", "--batch", "2", "--smoke", "--device", "cpu")
     assert "2 together (images/s)" in out and "| yes |" in out and "| NO |" not in out
+
+
+def test_gpu_script_smoke_on_the_cpu():
+    result = subprocess.run(["bash", "benchmarks/gpu.sh", "--smoke", "--device", "cpu"], cwd=REPO, capture_output=True,
+                            text=True, timeout=600, env={**os.environ, "PYTHON": sys.executable})
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert {row.split(" | ")[3] for row in rows} == {"sliding_window", "proposals", "dense"}
+    assert "| reference loop |" in result.stdout and "| same results |" in result.stdout
 
 
 def test_quality_benchmark_smoke():

@@ -11,12 +11,11 @@ from pymongo.errors import CursorNotFound
 
 import fiftyone_clip_zeroshot as fz
 from fiftyone_clip_zeroshot.labeling import jobs
-from fiftyone_clip_zeroshot.labeling.shards import DETECT_URI
+from fiftyone_clip_zeroshot.labeling.shard_states import DETECT_URI
 from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
 
 PROMPTS = ["red circle", "blue square"]
-RUN = dict(model="shapes-world", device="cpu", heatmaps=False, window_scales=(0.25, 0.5), window_stride=0.5,
-           verify_margins=(0.35,))
+RUN = dict(model="shapes-world", device="cpu", method="proposals", heatmaps=False, verify_margins=(0.35,))
 SCENES = 14
 DIES_AFTER = 4  # samples read by sample iterations before the cursor is killed
 
@@ -130,7 +129,7 @@ def test_apply_model_whose_cursor_dies(scenes, cursor_dies):
     shrinks, FiftyOne's own loop pairs its loader's images with the wrong samples after a resume,
     and skips some (left unlabelled: its loop, not ours); our model checks each image's sample id
     and decodes the sample's own file instead, so no sample gets another's labels."""
-    model = fz.ClipZeroShotModel(PROMPTS, **{k: v for k, v in RUN.items() if k not in ("heatmaps", "device")})
+    model = fz.zero_shot_model(PROMPTS, **{k: v for k, v in RUN.items() if k not in ("heatmaps", "device")})
     cursor_dies()
     scenes.apply_model(model, label_field="applied", batch_size=3, num_workers=0)
     assert cursor_dies.died() and _same_as_reference(scenes, "applied")

@@ -12,17 +12,17 @@ from packaging.requirements import Requirement
 
 from fiftyone_clip_zeroshot import OptionsError, load_model, localize
 from fiftyone_clip_zeroshot.core.images import load_image
-from fiftyone_clip_zeroshot.core.localizers.dense import (
+from fiftyone_clip_zeroshot.core.localizers.dense import region_boxes
+from fiftyone_clip_zeroshot.core.options import LocalizeOptions
+from fiftyone_clip_zeroshot.core.patch_tokens import (
     _neighbourhood,
     _patch_boxes,
     check_layer_api,
     dense_map,
     hidden_before_last_block,
     patch_tokens,
-    region_boxes,
     self_attention,
 )
-from fiftyone_clip_zeroshot.core.options import LocalizeOptions
 from fiftyone_clip_zeroshot.core.scoring import PromptScorer
 from fiftyone_clip_zeroshot.shapes.evaluate import held_out_scenes
 

@@ -1,5 +1,6 @@
-"""The docs run as written: every Python block of ``README.md`` and ``docs/*.md``, each in a fresh
-interpreter with this environment, in page order, against a small ``clip-zeroshot-demo`` dataset.
+"""The docs run as written: every Python block of ``README.md`` and ``docs/*.md``, in page order,
+one fresh interpreter per page with this environment (each block in a namespace of its own),
+against a small ``clip-zeroshot-demo`` dataset.
 A block marked "needs the hub" must stop with the clear offline error instead, and one marked
 "needs GitHub" with FiftyOne's error for an unreachable zoo source (tests/test_zoo.py runs that
 path from a loopback archive). Every relative link and anchor between the pages must resolve."""
@@ -82,11 +83,27 @@ def test_relative_links_and_anchors_resolve(page):
     assert not dead, f"{page.name}: dead links {dead}"
 
 
-@pytest.mark.parametrize("page, number, code", BLOCKS,
-                         ids=[f"{p.relative_to(REPO).as_posix()}-{n}" for p, n, _ in BLOCKS])
-def test_python_block_runs_as_written(page, number, code, demo_dataset, tmp_path):
-    marker = next((m for m in CHECKS if m in code), None)
-    script = OFFLINE.format(block=textwrap.indent(code, "    "), check=CHECKS[marker]) if marker else code
-    result = subprocess.run([sys.executable, "-c", NO_APP + script], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=600, env=os.environ)
-    assert result.returncode == 0, f"{page.name} block {number}:\n{code}\n{result.stderr[-3000:]}"
+CODE_PAGES = sorted({page for page, _, _ in BLOCKS}, key=PAGES.index)
+
+
+def _page_script(page: Path) -> str:
+    """Every Python block of ``page``, in order, in one interpreter: each runs in a namespace of
+    its own, as when pasted alone, and a failure names its block."""
+    blocks = []
+    for _, number, code in (block for block in BLOCKS if block[0] == page):
+        marker = next((m for m in CHECKS if m in code), None)
+        script = OFFLINE.format(block=textwrap.indent(code, "    "), check=CHECKS[marker]) if marker else code
+        blocks.append((f"{page.name} block {number}", script))
+    return NO_APP + textwrap.dedent(f"""
+        for name, script in {blocks!r}:
+            print("--- running", name, flush=True)
+            exec(compile(script, name, "exec"), {{"__name__": "__main__"}})
+    """)
+
+
+@pytest.mark.slow  # a fresh interpreter per page
+@pytest.mark.parametrize("page", CODE_PAGES, ids=[p.relative_to(REPO).as_posix() for p in CODE_PAGES])
+def test_python_blocks_run_as_written(page, demo_dataset, tmp_path):
+    result = subprocess.run([sys.executable, "-c", _page_script(page)], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=900, env=os.environ)
+    assert result.returncode == 0, f"{page.name}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"

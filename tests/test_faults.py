@@ -26,7 +26,7 @@ from PIL import Image
 import fiftyone_clip_zeroshot as fz
 from fiftyone_clip_zeroshot import ImageLoadError, ModelLoadError, OptionsError, load_model
 from fiftyone_clip_zeroshot.core.images import load_image
-from fiftyone_clip_zeroshot.labeling import claims
+from fiftyone_clip_zeroshot.labeling import claim_store
 from fiftyone_clip_zeroshot.labeling.detect import DetectJob
 from fiftyone_clip_zeroshot.labeling.jobs import LabelingError, run_job
 from fiftyone_clip_zeroshot.labeling.runs import DetectRun, run_key
@@ -150,6 +150,7 @@ def test_tiny_and_strip_images_are_localized_without_error(hw, shapes_model, tmp
     assert heat.shape == (max(1, round(hw[0] * scale)), max(1, round(hw[1] * scale)))
 
 
+@pytest.mark.slow  # a 50-MP image in a subprocess
 def test_fifty_megapixel_image_runs_at_full_resolution_in_bounded_memory(tmp_path):
     """A 50-MP JPEG in a fresh process: detections come back and peak memory stays far below 24 GB."""
     path = tmp_path / "big.jpg"
@@ -290,6 +291,7 @@ def test_ctrl_c_keeps_finished_samples_and_writes_nothing_partial(shapes_model, 
     assert 2 <= _assert_whole_or_absent(dataset, fields) <= 3
 
 
+@pytest.mark.slow  # a subprocess killed mid-run
 def test_killed_run_leaves_no_corrupt_label_and_resumes(shapes_model, tmp_path):
     """SIGKILL mid-run (a killed delegated op): every sample is whole or untouched; skip_existing finishes."""
     dataset = _dataset("killed", _jpegs(tmp_path, 10))
@@ -348,22 +350,22 @@ def test_a_run_whose_process_died_does_not_hold_its_field(shapes_model, tmp_path
     dataset = _dataset("orphan", _jpegs(tmp_path, 2))
     fz.detect(dataset, PROMPTS, model=shapes_model, label_field="clip", heatmaps=False, progress=False, **FAST)
     run = DetectRun.load(dataset, "clip")
-    key = claims.claim_key(dataset.name, "clip")
+    key = claim_store.claim_key(dataset.name, "clip")
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     run.update(dataset, state="running")  # as a killed process leaves it
-    assert claims.insert(key, run.run_id, f"{socket.gethostname()} pid {dead.stdout.strip()}") is None
+    assert claim_store.insert(key, run.run_id, f"{socket.gethostname()} pid {dead.stdout.strip()}") is None
     assert fz.run_status(dataset, "clip").state == "lost"
     fz.detect(dataset, PROMPTS, model=shapes_model, label_field="clip", heatmaps=False, progress=False, **FAST)
     assert f"took over the claim of run {run.run_id} (its process" in caplog.text
-    assert claims.read(key) is None  # released at the end
+    assert claim_store.read(key) is None  # released at the end
     run = DetectRun.load(dataset, "clip")
     run.update(dataset, state="running")
-    assert claims.insert(key, run.run_id, "another-machine pid 1") is None
+    assert claim_store.insert(key, run.run_id, "another-machine pid 1") is None
     assert fz.run_status(dataset, "clip").state == "running"  # another machine's process: its heartbeat decides
     with pytest.raises(LabelingError, match="without a heartbeat for 60 s, is taken over"):
         fz.detect(dataset, PROMPTS, model=shapes_model, label_field="clip", heatmaps=False, progress=False, **FAST)
-    old = claims.now() - timedelta(seconds=claims.STALE_AFTER + 1)
-    claims._collection().update_one({"_id": key}, {"$set": {"heartbeat": old}})
+    old = claim_store.now() - timedelta(seconds=claim_store.STALE_AFTER + 1)
+    claim_store._collection().update_one({"_id": key}, {"$set": {"heartbeat": old}})
     assert fz.run_status(dataset, "clip").state == "lost"
     fz.detect(dataset, PROMPTS, model=shapes_model, label_field="clip", heatmaps=False, progress=False, **FAST)
     assert "no heartbeat for 61 s (limit 60 s)" in caplog.text
@@ -383,6 +385,7 @@ except fz.LabelingError as error:
 """
 
 
+@pytest.mark.slow  # six processes
 def test_six_runs_started_at_one_instant_on_one_field_one_runs_five_are_refused(tmp_path):
     dataset = _dataset("race", _jpegs(tmp_path, 4))
     dataset.persistent = True
@@ -406,7 +409,7 @@ def test_six_runs_started_at_one_instant_on_one_field_one_runs_five_are_refused(
     assert winner.state == "done" and dataset.count("clip") == 4
     maps = {Path(p).parent for p in dataset.values("clip_heatmap_red_circle.map_path")}
     assert maps == {Path(winner.heatmap_dir)}  # every sample labelled by the one run
-    assert claims.read(claims.claim_key("race", "clip")) is None
+    assert claim_store.read(claim_store.claim_key("race", "clip")) is None
     dataset.delete()
 
 

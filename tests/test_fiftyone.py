@@ -13,9 +13,9 @@ from fiftyone.operators.executor import ExecutionError
 from PIL import Image
 
 import fiftyone_clip_zeroshot as fz
+from fiftyone_clip_zeroshot.labeling.factory import data_loader_ready
 from fiftyone_clip_zeroshot.labeling.jobs import LabelingError
 from fiftyone_clip_zeroshot.labeling.labels import to_heatmap
-from fiftyone_clip_zeroshot.labeling.model import data_loader_ready
 from fiftyone_clip_zeroshot.labeling.runs import DetectRun, run_key
 from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
 
@@ -85,7 +85,7 @@ def test_field_of_another_type_is_refused_before_any_work(dataset, shapes_model)
 
 
 def test_apply_model_uses_full_resolution(dataset, shapes_model):
-    model = fz.ClipZeroShotModel(PROMPTS, model=shapes_model, confidence_thresh=0.0, **FAST)
+    model = fz.zero_shot_model(PROMPTS, model=shapes_model, confidence_thresh=0.0, **FAST)
     dataset.apply_model(model, label_field="applied")
     reference = fz.localize(dataset.first().filepath, PROMPTS, shapes_model, confidence_thresh=0.0, **FAST)
     boxes = [d.bounding_box for d in dataset.first().applied.detections]
@@ -97,7 +97,7 @@ def test_apply_model_uses_full_resolution(dataset, shapes_model):
                     "(fiftyone.utils.torch) needs torchvision, which does not import beside this torch; "
                     "scripts/setup.sh installs a pair that does (in CI this test must run)")
 def test_apply_model_decodes_in_data_loader_workers_and_equals_detect(dataset, shapes_model, caplog):
-    model = fz.ClipZeroShotModel(PROMPTS, model=shapes_model, confidence_thresh=0.0, **FAST)
+    model = fz.zero_shot_model(PROMPTS, model=shapes_model, confidence_thresh=0.0, **FAST)
     assert isinstance(model, fom.SupportsGetItem) and isinstance(model, fom.TorchModelMixin)
     fz.detect(dataset, PROMPTS, model=shapes_model, label_field="direct", heatmaps=False, confidence_thresh=0.0,
               progress=False, **FAST)

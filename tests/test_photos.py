@@ -15,6 +15,8 @@ from fiftyone_clip_zeroshot.photos import installed_photos
 from fiftyone_clip_zeroshot.shapes.evaluate import held_out_scenes
 from fiftyone_clip_zeroshot.shapes.world import render_scene
 
+pytestmark = pytest.mark.slow  # photo instruments: the full tier only
+
 REPO = Path(__file__).resolve().parents[1]
 BUDGET = {"sliding_window": 1300, "proposals": 200, "dense": 250}  # encoder crops per photo at defaults (issue 23)
 

@@ -8,13 +8,17 @@ same defaults. The dense localizer's mAP floor is the issue's 0.45 on the shippe
 others, whose patch tokens know little (``benchmarks/dense_maps.py``), it keeps what they reached.
 """
 
+import hashlib
 import time
 
 import numpy as np
 import pytest
 
 from fiftyone_clip_zeroshot import load_model, localize
+from fiftyone_clip_zeroshot.core import candidates
 from fiftyone_clip_zeroshot.shapes.evaluate import evaluate, held_out_scenes
+
+pytestmark = pytest.mark.slow  # quality floors over the panel: the full tier only
 
 SCENES = held_out_scenes(40)
 SLOW_SCENES = SCENES[:20]  # sliding window and occlusion cost 5-20x more per scene: the floors hold on these too
@@ -23,6 +27,23 @@ DENSE_MAP50 = {"shapes-world": 0.45, "shapes-single-object": 0.10, "shapes-alt-t
 # shapes-photo on the photo set (40 scenes): what it reached (0.518 / 1.8 %, 0.597 / 2.6 %) less a margin; the
 # issue's floors (0.55 and 2 % for both) are met by proposals' mAP and sliding window's absent-prompt boxes only
 PHOTO_FLOORS = {"sliding_window": (0.48, 0.02), "proposals": (0.55, 0.03)}  # (mAP@.5 floor, absent-prompt ceiling)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def proposals_once_per_scene():
+    """Every model and method reads the same class-agnostic candidates of a scene (they need no
+    weights): segment each scene once for the whole module. The boxes are equal, only cheaper."""
+    segment, boxes = candidates.candidate_boxes, {}
+
+    def once(pixels, opts):
+        key = (hashlib.sha1(pixels.cpu().numpy().tobytes()).digest(), opts.proposal_scales, opts.proposal_side, opts.proposal_tile)
+        if key not in boxes:
+            boxes[key] = segment(pixels, opts)
+        return boxes[key].copy()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(candidates, "candidate_boxes", once)
+        yield
 
 
 @pytest.fixture(scope="module", params=PANEL)

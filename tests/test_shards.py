@@ -13,11 +13,12 @@ from fiftyone.operators.delegated import DelegatedOperationService
 from fiftyone.operators.executor import ExecutionResult
 
 import fiftyone_clip_zeroshot as fz
-from fiftyone_clip_zeroshot.labeling import claims
+from fiftyone_clip_zeroshot.labeling import claim_store
 from fiftyone_clip_zeroshot.labeling.detect import DetectJob
 from fiftyone_clip_zeroshot.labeling.jobs import LabelingError
 from fiftyone_clip_zeroshot.labeling.runs import DetectRun
-from fiftyone_clip_zeroshot.labeling.shards import DETECT_URI, shard_view
+from fiftyone_clip_zeroshot.labeling.shard_states import DETECT_URI
+from fiftyone_clip_zeroshot.labeling.shards import shard_job_options, shard_view
 from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
 
 PROMPTS = ["red circle", "blue square"]
@@ -82,10 +83,11 @@ def test_a_field_with_shards_queued_is_refused_to_other_runs_but_not_to_its_shar
     run = DetectRun.load(dataset, "clip")
     with pytest.raises(LabelingError, match=f"being written by sharded run {run.run_id}: 2 of 2 shards"):
         fz.detect(dataset, PROMPTS, label_field="clip", **RUN)
-    job = DetectJob.shard(shard_view(dataset, run.shards[0]), "clip", run.run_id, device="cpu")
+    view = shard_view(dataset, run.shards[0])
+    job = DetectJob(view, device="cpu", **shard_job_options(view, "clip", run.run_id, 0))
     assert job.prompts == PROMPTS and job.total == 3 and job.heatmap_dir == Path(run.heatmap_dir)
     with pytest.raises(LabelingError, match="a newer run replaced it"):
-        DetectJob.shard(dataset, "clip", "20260101T000000-000000")
+        shard_job_options(dataset, "clip", "20260101T000000-000000")
 
 
 def test_shards_need_a_persistent_dataset_and_a_positive_count_and_write_nothing_otherwise(dataset):
@@ -153,7 +155,7 @@ def test_requeue_reruns_failed_lost_and_deleted_shards_in_one_call_and_the_panel
     failed, lost, deleted = [ObjectId(s["operation_id"]) for s in DetectRun.load(dataset, "clip").shards]
     service.set_failed(failed, result=ExecutionResult(error="CUDA error: an illegal memory access"))
     service.set_running(lost)  # a worker took it, then died: no heartbeat ever came
-    long_ago = datetime.now(timezone.utc) - timedelta(seconds=claims.STALE_AFTER + 5)
+    long_ago = datetime.now(timezone.utc) - timedelta(seconds=claim_store.STALE_AFTER + 5)
     get_db_conn()["delegated_ops"].update_one({"_id": lost}, {"$set": {"started_at": long_ago}})
     service.delete_operation(deleted)
     status = fz.run_status(dataset, "clip")

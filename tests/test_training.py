@@ -8,6 +8,8 @@ import pytest
 
 from fiftyone_clip_zeroshot import load_model
 
+pytestmark = pytest.mark.slow  # training runs: the full tier only
+
 REPO = Path(__file__).resolve().parents[1]
 
 

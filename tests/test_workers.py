@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # real worker processes: the full tier only
 REPO = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("cluster", REPO / "benchmarks" / "cluster.py")
 cluster = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(cluster)
 
-IMAGES = 24
+IMAGES = 16
 SHARDS = 4
 PER_SHARD = IMAGES // SHARDS
 STALE_AFTER = 8  # seconds: the heartbeat limit in this deployment (60 by default)
@@ -64,7 +65,7 @@ print(json.dumps(dict(same=boxes("{field}.detections") == boxes("single.detectio
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory):
-    """One mongod, the plugin installed, and a 24-image dataset labelled once in one process; a
+    """One mongod, the plugin installed, and a 16-image dataset labelled once in one process; a
     short heartbeat limit, so that a killed worker's shard is lost within seconds."""
     root = tmp_path_factory.mktemp("deployment")
     mongo = cluster.LocalMongo(root).start()

@@ -58,7 +58,7 @@ def test_zoo_model_from_a_registered_source_labels_a_dataset(source_url, shapes_
     assert model.options.method == "sliding_window"
     dataset = load_shapes_dataset("zoo", 2, tmp_root / "images" / "zoo", seed=5, width=256, height=192)
     dataset.apply_model(model, label_field="zoo")
-    direct = fz.ClipZeroShotModel(["red circle", "blue square"], model=shapes_model, **FAST)
+    direct = fz.zero_shot_model(["red circle", "blue square"], model=shapes_model, **FAST)
     for sample in dataset:
         expected = direct.predict(sample.filepath, sample)
         assert [(d.label, d.bounding_box) for d in sample.zoo.detections] == \

@@ -24,7 +24,7 @@ def download_model(model_name, model_path):
 
 
 def load_model(model_name, model_path, prompts=None, clip_model=None, device=None, **options):
-    """A ``ClipZeroShotModel`` for ``prompts`` with this zoo model's method.
+    """``fz.zero_shot_model`` for ``prompts`` with this zoo model's method.
 
     Args:
         prompts: what to find, a list or one text separated by commas or new lines.
@@ -38,7 +38,7 @@ def load_model(model_name, model_path, prompts=None, clip_model=None, device=Non
 
     if not prompts:
         raise ValueError(f"{model_name} needs prompts, e.g. foz.load_zoo_model({model_name!r}, prompts=['a cat'])")
-    return fz.ClipZeroShotModel(parse_prompts(prompts), method=_method(model_name),
+    return fz.zero_shot_model(parse_prompts(prompts), method=_method(model_name),
                                 model=clip_model or DEFAULT_MODEL, device=device, **options)
 
 

@@ -49,7 +49,7 @@ from fiftyone_clip_zeroshot.labeling.detect import DetectJob
 from fiftyone_clip_zeroshot.labeling.results import unused_field_name
 from fiftyone_clip_zeroshot.labeling.review import promote
 from fiftyone_clip_zeroshot.labeling.runs import DetectRun, plugin_fields
-from fiftyone_clip_zeroshot.labeling.shards import queue_shards
+from fiftyone_clip_zeroshot.labeling.shards import queue_shards, shard_job_options
 
 SEPARATED = "separated by commas or new lines"
 SUGGESTED_MODELS = [DEFAULT_MODEL, "openai/clip-vit-base-patch16", "openai/clip-vit-large-patch14"]
@@ -93,7 +93,8 @@ class DetectWithClip(JobOperator):
                 sources.add_choice(name, label=name)
             inputs.enum("calibrated_from", sources.values(), view=sources, label="Per-prompt thresholds from",
                         description="The thresholds calibrated on this field's reviewed labels, for the prompts it has")
-        inputs.int("batch_size", default=256, min=1, label="Batch size", description="Windows per forward pass")
+        inputs.int("batch_size", default=256, min=1, label="Crops per forward pass",
+                   description="batch_size: windows, crops or tiles the encoder reads at once")
         inputs.bool("skip_existing", default=False, label="Skip samples that already have detections")
         inputs.int("workers", default=1, min=1, label="Workers",
                    description="Above 1: queue this many delegated operations over disjoint parts of the target, "
@@ -124,8 +125,9 @@ class DetectWithClip(JobOperator):
 
     def make_job(self, ctx) -> DetectJob:
         if ctx.params.get("shard_of"):  # one shard of a run queued by ``queue_shards``
-            return DetectJob.shard(ctx.target_view(), ctx.params["label_field"], ctx.params["shard_of"],
-                                   device=_model_params(ctx)["device"], index=ctx.params.get("shard"))
+            view, params = ctx.target_view(), ctx.params
+            options = shard_job_options(view, params["label_field"], params["shard_of"], params.get("shard"))
+            return DetectJob(view, device=_model_params(ctx)["device"], **options)
         prompts = parse_prompts(ctx.params.get("prompts"))
         thresh = ctx.params.get("confidence_thresh")
         if ctx.params.get("calibrated_from"):  # calibrated prompts take theirs, the others the one given

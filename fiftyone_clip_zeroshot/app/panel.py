@@ -29,7 +29,8 @@ from fiftyone_clip_zeroshot.labeling.results import (
     unused_field_name,
 )
 from fiftyone_clip_zeroshot.labeling.runs import DetectRun
-from fiftyone_clip_zeroshot.labeling.shards import DETECT_URI, RECOVERABLE, requeue, run_status
+from fiftyone_clip_zeroshot.labeling.shard_states import DETECT_URI
+from fiftyone_clip_zeroshot.labeling.shards import RECOVERABLE, requeue, run_status
 
 PANEL_NAME = "clip_zeroshot_panel"
 TARGETS = {"DATASET": "Dataset", "CURRENT_VIEW": "Current view", "SELECTED_SAMPLES": "Selected samples"}

@@ -49,7 +49,7 @@ def is_out_of_memory(error: BaseException) -> bool:
 class ClipModel:
     """A loaded CLIP model with what the localizers need: input size, normalization, embeddings.
 
-    ``batch_size`` is the default image batch size; ``max_batch`` the largest batch the device
+    ``batch_size`` is the default number of crops per forward pass; ``max_batch`` the most the device
     has held (set when an out-of-memory error halves a batch), which caps every later batch.
     """
 
@@ -137,7 +137,7 @@ class ClipModel:
                 if not is_out_of_memory(error) or stop - start == 1:
                     raise
                 self.max_batch = max(1, (stop - start) // 2)
-                logger.warning("out of memory; image batch size lowered to %d", self.max_batch)
+                logger.warning("out of memory; crops per forward pass (batch_size) lowered to %d", self.max_batch)
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
                 continue

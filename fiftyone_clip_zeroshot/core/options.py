@@ -8,7 +8,7 @@ from typing import Any
 
 from fiftyone_clip_zeroshot.core.errors import ClipZeroShotError
 from fiftyone_clip_zeroshot.core.localizers import METHODS
-from fiftyone_clip_zeroshot.core.localizers.dense import ATTENTION
+from fiftyone_clip_zeroshot.core.patch_tokens import ATTENTION
 from fiftyone_clip_zeroshot.core.regions import PROPOSAL_SIDE
 
 # measured with benchmarks/quality.py --panel

@@ -21,7 +21,7 @@ class PromptScorer:
     """Turns image embeddings into per-prompt probabilities: a softmax, at CLIP's own logit
     scale, over the prompts plus negative prompts, of which only the prompts' share is kept.
 
-    ``batch_size`` is this run's image batch size (``None``: the model's); it never changes the
+    ``batch_size`` is this run's crops per forward pass (``None``: the model's); it never changes the
     shared model. ``shared``: the ``SharedEncoder`` through which several images encode together
     (``with_encoder``); None: this scorer encodes by itself.
     """

@@ -8,11 +8,14 @@ grid always ends flush with the right and bottom edges, so every pixel is covere
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+MIN_WINDOW_PX = 16  # smaller windows show CLIP nothing; this also bounds the work on thin strips
 
 
 def positions(length: int, window: int, stride: int) -> np.ndarray:
@@ -75,6 +78,13 @@ class WindowGrid:
         return gather(resized, off[:, 0], off[:, 1], self.size)
 
 
+def window_grids(image_hw: tuple[int, int], scales: Sequence[float], stride: float, size: int) -> list[WindowGrid]:
+    """Square windows of ``scale`` × the shorter side (at least ``MIN_WINDOW_PX``, clipped to the image)."""
+    short = min(image_hw)
+    sides = dict.fromkeys(max(MIN_WINDOW_PX, s * short) for s in scales)  # small images: scales may coincide
+    return [WindowGrid.build(image_hw, side, side * stride, size) for side in sides]
+
+
 def resize(image: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     """uint8/float ``(3, H, W)`` → float ``(3, *hw)``, antialiased when shrinking."""
     if tuple(image.shape[-2:]) == tuple(hw):
@@ -111,7 +121,7 @@ def coverage_mean(
 
     Uses 2-D difference arrays, so the cost is O(N·P + P·h·w) whatever the box sizes. They are
     summed in float64: in float32 a cell no box with a probability covers kept ~1e-7 of rounding,
-    which a geometric mean (``proposals.sharpen``) raised to ~1e-5, unequal between batchings.
+    which a geometric mean (``candidates.sharpen``) raised to ~1e-5, unequal between batchings.
     """
     (height, width), (h, w) = image_hw, heat_hw
     b = np.asarray(boxes, np.float64) * np.array([w / width, h / height, w / width, h / height])

@@ -28,11 +28,11 @@ from fiftyone_clip_zeroshot.core.options import (
     check_method,
     check_prompts,
 )
-from fiftyone_clip_zeroshot.labeling import claims
+from fiftyone_clip_zeroshot.labeling import claim_store
+from fiftyone_clip_zeroshot.labeling.claims import check_free, claim_field
 from fiftyone_clip_zeroshot.labeling.fo_private import declare_fields
 from fiftyone_clip_zeroshot.labeling.jobs import (
     DatabaseError,
-    LabelingError,
     Progress,
     SampleJob,
     check_field_name,
@@ -43,7 +43,7 @@ from fiftyone_clip_zeroshot.labeling.jobs import (
 )
 from fiftyone_clip_zeroshot.labeling.labels import heatmap_fields, to_candidates, to_detections, to_heatmap
 from fiftyone_clip_zeroshot.labeling.runs import DetectRun
-from fiftyone_clip_zeroshot.labeling.shards import check_free, claim_field, queue_shards
+from fiftyone_clip_zeroshot.labeling.shards import queue_shards
 
 HEATMAP_FOLDER = "clip-zeroshot-heatmaps"
 
@@ -57,6 +57,8 @@ class DetectJob(SampleJob):
     """One detection run over ``samples``: validated at construction, executed by ``steps()``.
 
     ``fields`` lists the fields it writes; ``failures`` the samples that failed (see ``SampleJob``).
+    A job ``part_of`` a recorded run (a shard, see ``shards.shard_job_options``) writes into that
+    run's folder and record, and beats the heartbeat of its ``part``; otherwise it is a new run.
     """
 
     def __init__(
@@ -71,8 +73,8 @@ class DetectJob(SampleJob):
         skip_failures: bool = True,
         skip_existing: bool = False,
         heatmap_root: str | Path | None = None,
-        shard_of: str | None = None,
-        shard_index: int | None = None,
+        part_of: DetectRun | None = None,
+        part: int | None = None,
         image_batch_size: int | None = None,
         candidates_field: str | None = None,
         **options: Any,
@@ -90,10 +92,10 @@ class DetectJob(SampleJob):
             raise OptionsError(f"candidates_field must differ from label_field {label_field!r}")
         self.field_types = {label_field: fo.Detections, **{f: fo.Heatmap for f in self.heatmap_fields},
                             **({self.candidates_field: fo.Detections} if self.candidates_field else {})}
-        check_target(samples, self.field_types, allow_empty=shard_of is not None)
-        previous = DetectRun.load(samples, label_field)
-        self.shard_of, self.shard_index = shard_of, shard_index
-        if shard_of is None:
+        check_target(samples, self.field_types, allow_empty=part_of is not None)
+        self.part_of, self.part = part_of, part
+        if part_of is None:
+            previous = DetectRun.load(samples, label_field)
             check_free(samples, label_field)
             self.run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
             root = Path(heatmap_root) if heatmap_root else default_heatmap_root()
@@ -101,37 +103,24 @@ class DetectJob(SampleJob):
             self.stale_fields = [f for f in (previous.heatmap_fields if previous else [])
                                  if f not in self.heatmap_fields]
             self.previous_field_dir = previous.field_dir if previous else None
-        else:  # one shard of a run that ``queue_shards`` recorded: its folder and what it replaces
-            previous = _sharded_run(previous, label_field, shard_of)
-            self.run_id = shard_of
-            self.heatmap_dir = Path(previous.heatmap_dir) if previous.heatmap_dir else None
-            self.stale_fields = previous.stale_fields
-            self.previous_field_dir = Path(previous.previous_field_dir) if previous.previous_field_dir else None
+        else:  # a part of a recorded run: its folder and what it replaces
+            self.run_id = part_of.run_id
+            self.heatmap_dir = Path(part_of.heatmap_dir) if part_of.heatmap_dir else None
+            self.stale_fields = part_of.stale_fields
+            self.previous_field_dir = Path(part_of.previous_field_dir) if part_of.previous_field_dir else None
         self.samples = samples.exists(label_field, False) if skip_existing else samples
         self.model = resolve_model(model, device)
         self.image_batch_size = check_image_batch(image_batch_size, self.model)
         self.fields = [*self.field_types]
         self._run: DetectRun | None = None
-        self._claim = claims.claim_key(dataset_name(samples), label_field)
+        self._claim = claim_store.claim_key(dataset_name(samples), label_field)
         self.capped: Counter[str] = Counter()  # prompt -> samples where max_detections cut its boxes
         super().__init__()
 
-    @classmethod
-    def shard(cls, samples: fo.core.collections.SampleCollection, label_field: str, run_id: str,
-              device: str | None = None, index: int | None = None) -> DetectJob:
-        """The job of shard ``index`` of the sharded run ``run_id``: prompts, model and options come
-        from the run's record, so every shard (and every rerun of one) does what the run recorded;
-        while it runs, it beats its shard's heartbeat on the run's claim."""
-        run = _sharded_run(DetectRun.load(samples, label_field), label_field, run_id)
-        options = {**run.options, **({"confidence_thresh": run.thresholds} if run.thresholds else {})}
-        return cls(samples, run.prompts, model=run.model, label_field=label_field, heatmaps=bool(run.heatmap_fields),
-                   device=device, shard_of=run_id, shard_index=index, candidates_field=run.candidates_field,
-                   **options)
-
     def start(self) -> None:
         self._old_pngs: list[Path] = []
-        if self.shard_of is None:
-            self._run = self.record(owner=claims.this_process())
+        if self.part_of is None:
+            self._run = self.record(owner=claim_store.this_process())
             self._run.save(self.samples)
         declare_fields(self.samples, self.field_types)
 
@@ -143,12 +132,12 @@ class DetectJob(SampleJob):
         """``SampleJob.steps`` under the field's claim (taken first, or the run is refused naming
         the run that holds it; a shard beats its part of its run's claim), with heartbeats from a
         background thread, and the record's final state (done, or stopped by an error or interruption)."""
-        if self.shard_of is None:
+        if self.part_of is None:
             claim_field(self.samples, self.label_field, self.run_id)
         state = "stopped"
         try:
             self._beat()
-            with claims.Heartbeat(self._beat):
+            with claim_store.Heartbeat(self._beat):
                 yield from super().steps()
             state = "done"
         except DatabaseError:
@@ -158,12 +147,12 @@ class DetectJob(SampleJob):
             with contextlib.suppress(Exception):  # the database may be what stopped the run
                 if self._run:
                     self._run.update(self.samples, state=state)
-                if self.shard_of is None:
-                    claims.release(self._claim, self.run_id)
+                if self.part_of is None:
+                    claim_store.release(self._claim, self.run_id)
 
     def _beat(self) -> None:
-        if self.shard_of is None or self.shard_index is not None:
-            claims.beat(self._claim, self.run_id, self.shard_index)
+        if self.part_of is None or self.part is not None:
+            claim_store.beat(self._claim, self.run_id, self.part)
 
     def labels_batch(self, samples: list[fo.Sample], images: list[torch.Tensor]
                      ) -> list[dict[str, fo.Label | None] | Exception]:
@@ -320,15 +309,6 @@ def per_prompt_thresholds(thresh: Any, prompts: list[str], method: str) -> dict[
             raise OptionsError(f"confidence_thresh of {prompt!r} must be in [0, 1], got {value!r}")
     default = DEFAULT_THRESH[check_method(method)]
     return {prompt: float(thresh.get(prompt, default)) for prompt in prompts}
-
-
-def _sharded_run(run: DetectRun | None, label_field: str, run_id: str) -> DetectRun:
-    """``run`` if it is the sharded run ``run_id``; a shard of a replaced run has nothing to do."""
-    if run is None or run.run_id != run_id:
-        found = f"run {run.run_id}" if run else "no run"
-        raise LabelingError(f"this is a shard of run {run_id} on {label_field!r}, but the field's record is "
-                            f"{found} (a newer run replaced it); nothing to do")
-    return run
 
 
 def _png_paths(sample: fo.Sample, fields: list[str], field_dir: Path | None) -> list[Path]:

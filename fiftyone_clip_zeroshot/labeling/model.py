@@ -1,15 +1,12 @@
 """The localizers as a ``fiftyone.core.models.Model``, so ``dataset.apply_model`` works out of the box.
 
-Where FiftyOne's torch utilities import (they need torchvision), the model is a
-``SupportsGetItem`` / ``TorchModelMixin`` one: ``apply_model(..., batch_size, num_workers)``
-decodes images in DataLoader workers and hands each batch to the localizer. Without them it
-decodes each image itself, and FiftyOne ignores ``num_workers``.
+This one decodes each image itself; ``loader.LoaderClipZeroShotModel`` decodes in DataLoader
+workers, and ``factory.zero_shot_model`` picks the one that works here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import Any
 
 import fiftyone as fo
@@ -24,33 +21,16 @@ from fiftyone_clip_zeroshot.labeling.jobs import resolve_model
 from fiftyone_clip_zeroshot.labeling.labels import to_detections
 
 
-@lru_cache(maxsize=1)
-def data_loader_ready() -> bool:
-    """Whether ``fiftyone.utils.torch`` (FiftyOne's DataLoader path) imports here."""
-    try:
-        import fiftyone.utils.torch  # noqa: F401
-    except (ImportError, RuntimeError):  # no torchvision, or one built for another torch
-        return False
-    return True
-
-
 class ClipZeroShotModel(fom.SamplesMixin, fom.Model):
     """Full-resolution zero-shot detection of ``prompts``; predicts ``fo.Detections`` per image.
 
     Images are decoded from their file (EXIF orientation applied, 16-bit and palette images
-    converted, as in ``detect()``). Constructing one gives the DataLoader variant where
-    ``data_loader_ready()``.
+    converted, as in ``detect()``). ``fz.zero_shot_model`` gives the DataLoader variant where
+    FiftyOne's torch utilities import:
 
-        model = ClipZeroShotModel(["red circle", "blue star"], model="shapes-world")
+        model = fz.zero_shot_model(["red circle", "blue star"], model="shapes-world")
         dataset.apply_model(model, label_field="clip", batch_size=4, num_workers=2)
     """
-
-    def __new__(cls, *args: Any, **kwargs: Any):
-        if cls is ClipZeroShotModel and data_loader_ready():
-            from fiftyone_clip_zeroshot.labeling.loader import LoaderClipZeroShotModel
-
-            cls = LoaderClipZeroShotModel
-        return super().__new__(cls)
 
     def __init__(
         self,

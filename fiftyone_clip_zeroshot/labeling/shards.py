@@ -2,19 +2,18 @@
 own machinery: each shard is a queued detect operation over a disjoint range of sample ids,
 which any ``fiftyone delegated launch`` sharing the database claims (atomically, once).
 
-The run's record (``runs.DetectRun``) holds the shards and what every shard must do; a shard
-reads it (``DetectJob.shard``), so reruns do the same work. The run holds its field's claim
-(``claims``) for all its shards, and each running shard beats its part of it. Each shard's state
-is its operation's, or ``lost`` once its worker's beats stop: ``run_status`` reads them back, and
-``requeue`` runs the lost and failed ones again.
+The run's record (``runs.DetectRun``) holds the shards and what every shard must do; a shard's
+job is made from it (``shard_job_options``), so reruns do the same work. The run holds its
+field's claim (``claims``) for all its shards, and each running shard beats its part of it. Each
+shard's state is its operation's, or ``lost`` once its worker's beats stop (``shard_states``):
+``run_status`` reads them back, and ``requeue`` runs the lost and failed ones again.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import fiftyone as fo
 import numpy as np
@@ -23,31 +22,17 @@ from fiftyone import ViewField as F
 from fiftyone.operators.delegated import DelegatedOperationService
 from fiftyone.operators.executor import ExecutionContext, ExecutionResult, ExecutionRunState
 
-from fiftyone_clip_zeroshot.labeling import claims
+from fiftyone_clip_zeroshot.labeling import claim_store
+from fiftyone_clip_zeroshot.labeling.claims import claim_field, gone
 from fiftyone_clip_zeroshot.labeling.fo_private import declare_fields, serialized_view
 from fiftyone_clip_zeroshot.labeling.jobs import LabelingError, dataset_name
 from fiftyone_clip_zeroshot.labeling.runs import DetectRun
+from fiftyone_clip_zeroshot.labeling.shard_states import ACTIVE, DETECT_URI, ShardStatus, shard_states
 
 if TYPE_CHECKING:
     from fiftyone_clip_zeroshot.labeling.detect import DetectJob
 
-DETECT_URI = "@clip-zeroshot/fiftyone-clip-zeroshot/detect"
-ACTIVE = ("queued", "scheduled", "running")  # operation states that may still write labels
 RECOVERABLE = ("lost", "failed", "missing")  # shard states that ``requeue`` runs again
-
-logger = logging.getLogger(__name__)
-
-
-@dataclass
-class ShardStatus:
-    """One shard: its samples, its operation's state and how many samples it has labelled."""
-
-    index: int
-    samples: int
-    state: str  # queued | scheduled | running | lost (no heartbeat) | completed | failed | missing (deleted)
-    done: int
-    operation_id: str | None
-    error: str | None = None
 
 
 @dataclass
@@ -104,7 +89,7 @@ def queue_shards(job: DetectJob, shards: int, device: str | None = None,
             service.delete_operation(ObjectId(operation_id))
         with contextlib.suppress(Exception):  # the database may be what failed
             run.update(samples, state="failed")
-            claims.release(key, run.run_id)
+            claim_store.release(key, run.run_id)
         raise
     run.update(samples, shards=plan)
     return run
@@ -122,6 +107,27 @@ def _queue(service: DelegatedOperationService, samples: fo.core.collections.Samp
     return str(operation.id)
 
 
+def shard_job_options(samples: fo.core.collections.SampleCollection, label_field: str, run_id: str,
+                      index: int | None = None) -> dict[str, Any]:
+    """``DetectJob``'s arguments for shard ``index`` of the sharded run ``run_id``: prompts, model
+    and options from the run's record, so every shard (and every rerun of one) does what the run
+    recorded; the job belongs to that run (``part_of``) and beats its shard's heartbeat."""
+    run = recorded_run(samples, label_field, run_id)
+    options = {**run.options, **({"confidence_thresh": run.thresholds} if run.thresholds else {})}
+    return dict(prompts=run.prompts, model=run.model, label_field=label_field, heatmaps=bool(run.heatmap_fields),
+                candidates_field=run.candidates_field, part_of=run, part=index, **options)
+
+
+def recorded_run(samples: fo.core.collections.SampleCollection, label_field: str, run_id: str) -> DetectRun:
+    """The record of the sharded run ``run_id``; a shard of a replaced run has nothing to do."""
+    run = DetectRun.load(samples, label_field)
+    if run is None or run.run_id != run_id:
+        found = f"run {run.run_id}" if run else "no run"
+        raise LabelingError(f"this is a shard of run {run_id} on {label_field!r}, but the field's record is "
+                            f"{found} (a newer run replaced it); nothing to do")
+    return run
+
+
 def shard_view(samples: fo.core.collections.SampleCollection, shard: dict) -> fo.DatasetView:
     """The samples of ``shard``: its id range within the run's target (ids are fixed-width hex,
     so string order is id order)."""
@@ -132,116 +138,21 @@ def shard_view(samples: fo.core.collections.SampleCollection, shard: dict) -> fo
 def run_status(samples: fo.core.collections.SampleCollection, label_field: str) -> RunStatus:
     """The state of the run recorded on ``label_field``: for a sharded run, each shard's (from its
     newest operation, so a rerun replaces a failed or killed one) and the samples it labelled. A
-    run or shard that is running but whose heartbeat is older than ``claims.STALE_AFTER`` (or
+    run or shard that is running but whose heartbeat is older than ``claim_store.STALE_AFTER`` (or
     whose process is gone from this machine) is ``lost``: ``requeue`` runs lost shards again."""
     run = DetectRun.load(samples, label_field)
     if run is None:
         raise LabelingError(f"no detect run is recorded on {label_field!r}")
-    holder = claims.read(claims.claim_key(dataset_name(samples), label_field))
+    holder = claim_store.read(claim_store.claim_key(dataset_name(samples), label_field))
     if not run.shards:
         ours = holder is not None and holder.run_id == run.run_id
-        lost = run.state == "running" and (not ours or _gone(samples, holder, run) is not None)
+        lost = run.state == "running" and (not ours or gone(samples, holder, run) is not None)
         return RunStatus(label_field, run.run_id, "lost" if lost else run.state, [])
     shards = shard_states(samples, run, holder)
     states = {s.state for s in shards}
     state = ("failed" if states & {"failed", "missing"} else "lost" if "lost" in states
              else "running" if "running" in states else "queued" if states & set(ACTIVE) else "done")
     return RunStatus(label_field, run.run_id, state, shards)
-
-
-def shard_states(samples: fo.core.collections.SampleCollection, run: DetectRun,
-                 holder: claims.Claim | None) -> list[ShardStatus]:
-    """Each shard of ``run`` as its newest operation reports it, ``lost`` where that operation
-    runs but its worker's heartbeats on the claim ``holder`` stopped."""
-    newest = {}
-    for operation in DelegatedOperationService().list_operations(operator=DETECT_URI,
-                                                                 dataset_name=dataset_name(samples)):
-        params = (operation.context.request_params or {}).get("params", {}) if operation.context else {}
-        if params.get("shard_of") == run.run_id:
-            index = params.get("shard")
-            if index not in newest or operation.queued_at > newest[index].queued_at:
-                newest[index] = operation
-    beats = holder.shards if holder and holder.run_id == run.run_id else {}
-    return [_shard_status(shard, newest.get(shard["index"]), beats.get(str(shard["index"])))
-            for shard in run.shards]
-
-
-def _shard_status(shard: dict, operation, beat: dict | None) -> ShardStatus:
-    if operation is None:
-        return ShardStatus(shard["index"], shard["samples"], "missing", 0, shard.get("operation_id"))
-    state = str(operation.run_state)
-    summary = operation.result.result if operation.result and operation.result.result else None
-    if summary:
-        done = summary["samples"] - summary["failed"]
-    else:
-        progress = operation.status.progress if operation.status else None
-        done = round((progress or 0) * shard["samples"])
-    error = operation.result.error.strip().splitlines()[-1] if operation.result and operation.result.error else None
-    if state == "running":
-        started = claims.utc(operation.started_at or operation.queued_at)
-        if beat is None or beat["heartbeat"] < started:  # none yet from this operation's worker
-            beat = dict(heartbeat=started, owner="its worker")
-        error = claims.stale(beat["heartbeat"], beat["owner"])
-        state = "lost" if error else state
-    return ShardStatus(shard["index"], shard["samples"], state, done, str(operation.id), error)
-
-
-def check_free(samples: fo.core.collections.SampleCollection, label_field: str) -> None:
-    """Refuse at once a run on a label field that another run still writes (naming that run); the
-    claim itself is taken when the run starts (``claim_field``)."""
-    holder = claims.read(claims.claim_key(dataset_name(samples), label_field))
-    if holder is not None and _gone(samples, holder) is None:
-        raise LabelingError(_busy(samples, holder, label_field))
-
-
-def claim_field(samples: fo.core.collections.SampleCollection, label_field: str, run_id: str,
-                sharded: bool = False) -> str:
-    """Take the one claim on ``label_field`` for ``run_id`` (atomically), or raise
-    ``LabelingError`` naming the run that holds it; a holder that is gone (no heartbeat for
-    ``STALE_AFTER`` s, its process gone, or all its shards ended) is taken over. Returns the key."""
-    key = claims.claim_key(dataset_name(samples), label_field)
-    owner = claims.SHARDED if sharded else claims.this_process()
-    holder = claims.insert(key, run_id, owner)
-    while holder is not None:
-        reason = _gone(samples, holder)
-        if reason is None:
-            raise LabelingError(_busy(samples, holder, label_field))
-        if claims.take_over(holder, run_id, owner):
-            if not reason.startswith("its shards ended"):
-                logger.warning("%r: took over the claim of run %s (%s)", label_field, holder.run_id, reason)
-            return key
-        holder = claims.insert(key, run_id, owner)  # someone else moved first: look again
-    return key
-
-
-def _gone(samples: fo.core.collections.SampleCollection, holder: claims.Claim | None,
-          run: DetectRun | None = None) -> str | None:
-    """Why the run holding ``holder`` no longer writes its field (None while it does)."""
-    if holder is None:
-        return "it holds no claim"
-    if holder.owner != claims.SHARDED:
-        return claims.stale(holder.heartbeat, holder.owner)
-    label_field = holder.key.rpartition("/")[2]
-    run = run or DetectRun.load(samples, label_field)
-    if run is None or run.run_id != holder.run_id:
-        return "its record was replaced"
-    if any(s.state in ACTIVE for s in shard_states(samples, run, holder)):
-        return None
-    return "its shards ended (done, failed or lost)"
-
-
-def _busy(samples: fo.core.collections.SampleCollection, holder: claims.Claim, label_field: str) -> str:
-    limit = f"{claims.STALE_AFTER:.0f} s"
-    if holder.owner != claims.SHARDED:
-        return (f"{label_field!r} is being written by run {holder.run_id} ({holder.owner}, last heartbeat "
-                f"{holder.heartbeat.isoformat(timespec='seconds')}); wait for it to end or choose another "
-                f"label_field (a run whose process is gone, or without a heartbeat for {limit}, is taken over)")
-    run = DetectRun.load(samples, label_field)
-    active = [s for s in shard_states(samples, run, holder) if s.state in ACTIVE]
-    ids = ", ".join(s.operation_id for s in active)
-    return (f"{label_field!r} is being written by sharded run {holder.run_id}: {len(active)} of {len(run.shards)} "
-            f"shards are still queued or running (operations {ids}). Wait for them (fz.run_status), choose another "
-            f"label_field, or, for shards whose worker died (lost after {limit} without a heartbeat), fz.requeue")
 
 
 def requeue(samples: fo.core.collections.SampleCollection, label_field: str) -> RunStatus:

@@ -4,7 +4,7 @@ Contexts are square windows at several scales; only contexts where some prompt r
 confidence threshold are occluded (a drop can never exceed the context's own probability). The
 drop map is the mean drop of the occluders covering each cell; the contexts' own probabilities
 give the support that gates region proposals, and the heatmap is the drop map sharpened by the
-proposals' map (``proposals.sharpen``). With ``proposals=False`` the heatmap is the drop map and
+proposals' map (``candidates.sharpen``). With ``proposals=False`` the heatmap is the drop map and
 each confident context gives a candidate box around the cells whose hiding dropped the prompt most.
 """
 
@@ -16,10 +16,9 @@ import numpy as np
 import supervision as sv
 import torch
 
-from fiftyone_clip_zeroshot.core.localizers import proposals
+from fiftyone_clip_zeroshot.core import candidates
 from fiftyone_clip_zeroshot.core.localizers.evidence import Evidence
-from fiftyone_clip_zeroshot.core.localizers.sliding_window import window_grids
-from fiftyone_clip_zeroshot.core.windows import coverage_mean, positions, window_centres
+from fiftyone_clip_zeroshot.core.windows import coverage_mean, positions, window_centres, window_grids
 
 if TYPE_CHECKING:
     from fiftyone_clip_zeroshot.core.model import ClipModel
@@ -37,7 +36,7 @@ def localize(pixels: torch.Tensor, scorer: PromptScorer, opts: LocalizeOptions, 
     heat = coverage_mean(occluders.reshape(-1, 4), drops.reshape(-1, scorer.count), image_hw, heat_hw)
     support = coverage_mean(window_centres(contexts), base, image_hw, heat_hw)
     if opts.proposals:
-        return proposals.sharpen(heat, support, proposals.localize(pixels, scorer, opts, heat_hw, support))
+        return candidates.sharpen(heat, support, candidates.read(pixels, scorer, opts, heat_hw, support))
     base, drops = base.cpu().numpy(), drops.cpu().numpy()
     boxes = [
         _drop_box(contexts[c], occluders[c], drops[c, :, p])

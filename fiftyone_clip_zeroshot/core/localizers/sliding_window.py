@@ -3,7 +3,7 @@
 The windows' map is the scale-averaged mean probability of the windows covering each cell, each
 window crediting only its central half; it gates which prompt a box may take. Candidate boxes are
 region proposals, and the heatmap is the windows' map sharpened by the proposals' map
-(``proposals.sharpen``); with ``proposals=False``, the heatmap is the windows' map and the boxes
+(``candidates.sharpen``); with ``proposals=False``, the heatmap is the windows' map and the boxes
 are the confident windows of each prompt fused into one box per group (``boxes.fuse_windows``).
 """
 
@@ -15,17 +15,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from fiftyone_clip_zeroshot.core import candidates
 from fiftyone_clip_zeroshot.core.boxes import fuse_windows
-from fiftyone_clip_zeroshot.core.localizers import proposals
 from fiftyone_clip_zeroshot.core.localizers.evidence import Evidence
-from fiftyone_clip_zeroshot.core.windows import WindowGrid, coverage_mean, window_centres
+from fiftyone_clip_zeroshot.core.windows import coverage_mean, window_centres, window_grids
 
 if TYPE_CHECKING:
     from fiftyone_clip_zeroshot.core.options import LocalizeOptions
     from fiftyone_clip_zeroshot.core.scoring import PromptScorer
 
 SUMMARY = "Score windows at several scales; the windows decide which prompt a box may take"
-MIN_WINDOW_PX = 16  # smaller windows show CLIP nothing; this also bounds the work on thin strips
 
 
 def localize(pixels: torch.Tensor, scorer: PromptScorer, opts: LocalizeOptions, heat_hw: tuple[int, int]) -> Evidence:
@@ -33,17 +32,10 @@ def localize(pixels: torch.Tensor, scorer: PromptScorer, opts: LocalizeOptions, 
     scales = score_windows(pixels, scorer, opts.window_scales, opts.window_stride)
     heat = torch.stack([coverage_mean(window_centres(b), p, image_hw, heat_hw) for b, p in scales]).mean(0)
     if opts.proposals:
-        return proposals.sharpen(heat, heat, proposals.localize(pixels, scorer, opts, heat_hw, heat))
+        return candidates.sharpen(heat, heat, candidates.read(pixels, scorer, opts, heat_hw, heat))
     boxes, probs = np.concatenate([b for b, _ in scales]), torch.cat([p for _, p in scales]).cpu().numpy()
     fused = [fuse_windows(boxes, probs[:, p], p, "", opts).xyxy for p in range(scorer.count)]
     return Evidence(heat, np.concatenate(fused).astype(np.float64))
-
-
-def window_grids(image_hw: tuple[int, int], scales: Sequence[float], stride: float, size: int) -> list[WindowGrid]:
-    """Square windows of ``scale`` × the shorter side (at least ``MIN_WINDOW_PX``, clipped to the image)."""
-    short = min(image_hw)
-    sides = dict.fromkeys(max(MIN_WINDOW_PX, s * short) for s in scales)  # small images: scales may coincide
-    return [WindowGrid.build(image_hw, side, side * stride, size) for side in sides]
 
 
 def score_windows(

@@ -1,0 +1,163 @@
+"""CLIP's patch tokens as a per-patch classifier: the encoder of tiles and the map it gives.
+
+CLIP's last vision block mixes every patch with the whole image, so its patch tokens say little
+about their own place. Training-free variants re-run only that block so that each token keeps
+its own content: ``clearclip`` (query-query attention, no residual, no MLP) and ``naclip``
+(key-key attention biased towards neighbouring patches by a Gaussian of ``NACLIP_SIGMA``
+patches, no residual, no MLP). Each patch token then goes through the layer norm and projection
+CLIP applies to its class token and is scored against the prompts like an image.
+
+Tiles of ``dense_tile`` x the shorter side, every ``dense_stride`` of a tile, are encoded at
+``dense_upscale`` x the model's input size (position embeddings interpolated). Each cell of the
+map averages the logits of the patches covering it, then takes a softmax over prompts plus
+negative prompts at CLIP's logit scale: the same fixed meaning as every other heatmap. The dense
+localizer's map, and the cheap map that ranks candidates (``candidates.rank_map``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import transformers
+
+from fiftyone_clip_zeroshot.core.windows import WindowGrid, coverage_mean
+
+if TYPE_CHECKING:
+    from fiftyone_clip_zeroshot.core.model import ClipModel
+    from fiftyone_clip_zeroshot.core.options import LocalizeOptions
+    from fiftyone_clip_zeroshot.core.scoring import PromptScorer
+
+ATTENTION = ("clearclip", "naclip")
+NACLIP_SIGMA = 5.0  # patches; NACLIP's neighbourhood
+
+
+def dense_map(
+    pixels: torch.Tensor, scorer: PromptScorer, opts: LocalizeOptions, heat_hw: tuple[int, int]
+) -> torch.Tensor:
+    """``(P, h, w)`` per-cell prompt probabilities from the patch tokens of every tile."""
+    return torch.softmax(dense_logits(pixels, scorer, opts, heat_hw), dim=0)[: scorer.count]
+
+
+def dense_logits(
+    pixels: torch.Tensor, scorer: PromptScorer, opts: LocalizeOptions, heat_hw: tuple[int, int]
+) -> torch.Tensor:
+    """``(K, h, w)`` logits of every text (prompts, then negatives) per cell, averaged over the
+    patches covering it."""
+    image_hw = (int(pixels.shape[1]), int(pixels.shape[2]))
+    model = scorer.model
+    patch = model.model.config.vision_config.patch_size
+    size = max(patch, round(model.image_size * opts.dense_upscale / patch) * patch)
+    side = min(image_hw) * opts.dense_tile
+    grid = WindowGrid.build(image_hw, side, side * opts.dense_stride, size)
+    resized = grid.resize(pixels)
+    tokens = scorer.encode(len(grid), lambda index: grid.crops(resized, index),
+                           encode=PatchTokens(opts.dense_attention, model))
+    logits = scorer.scale * tokens.flatten(0, 2) @ scorer.text.T
+    return coverage_mean(_patch_boxes(grid.boxes, tokens.shape[1]), logits, image_hw, heat_hw)
+
+
+@dataclass(frozen=True)
+class PatchTokens:
+    """``patch_tokens`` as an encoder of tiles; equal for equal attention, so that the tiles of
+    several images share batches (``core.batching``; the images of one batch share one model)."""
+
+    attention: str
+    model: ClipModel = field(compare=False, repr=False)
+
+    def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
+        return patch_tokens(self.model, tiles, self.attention)
+
+
+@torch.inference_mode()
+def patch_tokens(model: ClipModel, images: torch.Tensor, attention: str) -> torch.Tensor:
+    """Unit-norm patch embeddings ``(N, g, g, D)`` of ``(N, 3, S, S)`` 0..255 images, ``S`` a
+    multiple of the patch size; the last block is re-run in the ``attention`` variant."""
+    vision = model.model.vision_model
+    hidden = hidden_before_last_block(vision, model.normalize(images))
+    side = int(round((hidden.shape[1] - 1) ** 0.5))
+    hidden = _last_block(vision.encoder.layers[-1], hidden, attention, side)
+    tokens = model.model.visual_projection(vision.post_layernorm(hidden[:, 1:]))
+    return torch.nn.functional.normalize(tokens.float(), dim=-1).view(len(images), side, side, -1)
+
+
+def hidden_before_last_block(vision: torch.nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """``(N, 1 + g², W)`` hidden states of a CLIP vision tower entering its last block (positions
+    interpolated). This and ``_last_block`` read transformers' internal layer API, which
+    ``check_layer_api`` checks (``pyproject.toml`` bounds the transformers release)."""
+    check_layer_api(vision)
+    hidden = vision.pre_layrnorm(vision.embeddings(pixel_values, interpolate_pos_encoding=True))
+    for layer in vision.encoder.layers[:-1]:
+        hidden = layer(hidden, None)
+    return hidden
+
+
+LAYER_API = ("embeddings", "pre_layrnorm", "encoder.layers", "post_layernorm", "encoder.layers.0.layer_norm1",
+             *(f"encoder.layers.0.self_attn.{name}" for name in ("q_proj", "k_proj", "v_proj", "out_proj",
+                                                                  "num_heads", "scale")))
+
+
+def check_layer_api(vision: torch.nn.Module) -> None:
+    """Raise a clear error if this transformers release moved what the dense localizer reads."""
+    missing = [path for path in LAYER_API if not _has_path(vision, path)]
+    if missing:
+        raise RuntimeError(
+            f"the dense localizer reads CLIP's vision layers, and transformers {transformers.__version__} lacks "
+            f"{', '.join(missing)}; install the release range pyproject.toml names, or use another method")
+
+
+def _has_path(module: object, path: str) -> bool:
+    for name in path.split("."):
+        module = module[int(name)] if name.isdigit() else getattr(module, name, None)
+        if module is None:
+            return False
+    return True
+
+
+def _last_block(layer: torch.nn.Module, hidden: torch.Tensor, attention: str, side: int) -> torch.Tensor:
+    """The last encoder block without its residual and MLP, each token attending by its own
+    query (``clearclip``) or key (``naclip``, plus the neighbourhood bias)."""
+    attn = layer.self_attn
+    x = layer.layer_norm1(hidden)
+    own = attn.q_proj if attention == "clearclip" else attn.k_proj
+    bias = _neighbourhood(side, x.device, x.dtype) if attention == "naclip" else None
+    return self_attention(attn, x, own, own, bias)
+
+
+def self_attention(attn: torch.nn.Module, x: torch.Tensor, queries: torch.nn.Module, keys: torch.nn.Module,
+                   bias: torch.Tensor | None = None) -> torch.Tensor:
+    """CLIP's multi-head attention of ``attn`` over ``(N, T, W)`` tokens ``x``, with ``queries`` and
+    ``keys`` as the projections (``attn.q_proj`` and ``attn.k_proj``: the layer's own attention)."""
+    n, t, _ = x.shape
+
+    def heads(projection: torch.nn.Module) -> torch.Tensor:
+        return projection(x).view(n, t, attn.num_heads, -1).transpose(1, 2)
+
+    scores = heads(queries) @ heads(keys).transpose(-1, -2) * attn.scale
+    if bias is not None:
+        scores = scores + bias
+    mixed = torch.softmax(scores, dim=-1) @ heads(attn.v_proj)
+    return attn.out_proj(mixed.transpose(1, 2).reshape(n, t, -1))
+
+
+def _neighbourhood(side: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``(1 + g², 1 + g²)`` attention bias: a Gaussian of the distance between patches (the class
+    token is left unbiased)."""
+    yy, xx = torch.meshgrid(torch.arange(side, device=device), torch.arange(side, device=device), indexing="ij")
+    points = torch.stack([yy.flatten(), xx.flatten()], 1).float()
+    bias = torch.zeros(side * side + 1, side * side + 1, device=device)
+    bias[1:, 1:] = -torch.cdist(points, points).square() / (2 * NACLIP_SIGMA**2)
+    return bias.to(dtype)
+
+
+def _patch_boxes(tiles: np.ndarray, side: int) -> np.ndarray:
+    """``(N * g * g, 4)`` xyxy image-px boxes of the patches of each tile, row-major like the tokens."""
+    steps = np.arange(side) / side
+    x1 = tiles[:, None, None, 0] + (tiles[:, None, None, 2] - tiles[:, None, None, 0]) * steps[None, None, :]
+    y1 = tiles[:, None, None, 1] + (tiles[:, None, None, 3] - tiles[:, None, None, 1]) * steps[None, :, None]
+    width = ((tiles[:, 2] - tiles[:, 0]) / side)[:, None, None]
+    height = ((tiles[:, 3] - tiles[:, 1]) / side)[:, None, None]
+    x1, y1 = np.broadcast_arrays(x1, y1)
+    return np.stack([x1, y1, x1 + width, y1 + height], -1).reshape(-1, 4)
