@@ -36,7 +36,8 @@ def proposals_once_per_scene():
     segment, boxes = candidates.candidate_boxes, {}
 
     def once(pixels, opts):
-        key = (hashlib.sha1(pixels.cpu().numpy().tobytes()).digest(), opts.proposal_scales, opts.proposal_side, opts.proposal_tile)
+        image = hashlib.sha1(pixels.cpu().numpy().tobytes()).digest()
+        key = (image, opts.proposal_scales, opts.proposal_side, opts.proposal_tile)
         if key not in boxes:
             boxes[key] = segment(pixels, opts)
         return boxes[key].copy()
