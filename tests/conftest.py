@@ -26,6 +26,7 @@ os.environ.update(
 import fiftyone as fo  # noqa: E402
 import psutil  # noqa: E402
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from fiftyone_clip_zeroshot import load_model  # noqa: E402
 from fiftyone_clip_zeroshot.plugin.install import install_plugin  # noqa: E402
@@ -49,6 +50,42 @@ for pid in sys.argv[2:]:
 psutil.wait_procs(procs, timeout=120)
 shutil.rmtree(sys.argv[1], ignore_errors=True)
 """
+
+
+# Two xdist workers share the 2 cores (scripts/test.sh runs ``-n 2``): one torch thread each.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+# Longest first, so that the two workers end together (``--dist loadgroup``): each quality
+# evaluation (model, method) is a group of its own, then these modules, then the rest.
+HEAVY_FIRST = ["test_workers", "test_app_e2e", "test_fiftyone", "test_benchmarks", "test_training", "test_faults"]
+
+
+def _group(item: pytest.Item) -> str:
+    """The xdist group of a test: its (model, method) evaluation in test_quality, its page in
+    test_docs' code runs, else its module (module fixtures are built once)."""
+    module = item.module.__name__
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if module == "test_quality":
+        method = params.get("method") or next((f for f in ("sliding", "occlusion", "proposals", "dense")
+                                               if f in item.fixturenames), "")
+        return f"quality-{params.get('model', 'photo')}-{method}" if method or "model" in params else module
+    if module == "test_docs" and "page" in params and "demo_dataset" in item.fixturenames:
+        return f"docs-{params['page'].name}"
+    return module
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under xdist, group the tests (``_group``) and put the long groups first."""
+    if not getattr(config.option, "numprocesses", None):
+        return
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(_group(item)))
+
+    def rank(item: pytest.Item) -> int:
+        module = item.module.__name__
+        return 0 if module == "test_quality" else 1 + HEAVY_FIRST.index(module) if module in HEAVY_FIRST else 99
+
+    items.sort(key=rank)
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -21,21 +21,31 @@ def _train(recipe: str, out: Path, *extra: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("recipe", ["shapes-world", "shapes-alt-text", "shapes-single-object", "shapes-photo-base"])
-def test_recipe_trains_and_loads(recipe, tmp_path):
-    out = tmp_path / recipe
-    result = _train(recipe, out)
+@pytest.fixture(scope="module")
+def photo_base(tmp_path_factory):
+    """The first stage of the photo recipes, trained once: its own test and the second stage read it."""
+    out = tmp_path_factory.mktemp("photo-base") / "shapes-photo-base"
+    result = _train("shapes-photo-base", out)
     assert result.returncode == 0, result.stderr[-2000:]
+    return out
+
+
+@pytest.mark.parametrize("recipe", ["shapes-world", "shapes-alt-text", "shapes-single-object", "shapes-photo-base"])
+def test_recipe_trains_and_loads(recipe, tmp_path, request):
+    if recipe == "shapes-photo-base":
+        out = request.getfixturevalue("photo_base")
+    else:
+        out = tmp_path / recipe
+        result = _train(recipe, out)
+        assert result.returncode == 0, result.stderr[-2000:]
     model = load_model(str(out), device="cpu")
     assert model.encode_text(["a red circle and a blue star"]).shape[0] == 1
     assert model.image_size == (96 if recipe == "shapes-single-object" else 64)
 
 
-def test_a_recipe_that_starts_from_another_needs_its_weights(tmp_path):
+def test_a_recipe_that_starts_from_another_needs_its_weights(tmp_path, photo_base):
     refused = _train("shapes-photo", tmp_path / "photo")
     assert refused.returncode == 2 and "train --recipe shapes-photo-base first" in refused.stderr
-    base = tmp_path / "base"
-    assert _train("shapes-photo-base", base).returncode == 0
-    result = _train("shapes-photo", tmp_path / "photo", "--init", str(base))
+    result = _train("shapes-photo", tmp_path / "photo", "--init", str(photo_base))
     assert result.returncode == 0, result.stderr[-2000:]
     assert load_model(str(tmp_path / "photo"), device="cpu").image_size == 64
