@@ -74,9 +74,10 @@ def _group(item: pytest.Item) -> str:
     return module
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     """Under xdist, group the tests (``_group``) and put the long groups first."""
-    if not getattr(config.option, "numprocesses", None):
+    if not os.environ.get("PYTEST_XDIST_WORKER"):  # the workers collect; one process runs in file order
         return
     for item in items:
         item.add_marker(pytest.mark.xdist_group(_group(item)))
