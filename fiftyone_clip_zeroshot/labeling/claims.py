@@ -47,7 +47,7 @@ def claim_field(samples: fo.core.collections.SampleCollection, label_field: str,
 
 
 def gone(samples: fo.core.collections.SampleCollection, holder: claim_store.Claim | None,
-          run: DetectRun | None = None) -> str | None:
+         run: DetectRun | None = None) -> str | None:
     """Why the run holding ``holder`` no longer writes its field (None while it does)."""
     if holder is None:
         return "it holds no claim"
