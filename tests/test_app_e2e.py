@@ -1,9 +1,11 @@
 """The App path in a real browser: select 2 samples in the grid, run the detect operator from the
-operator browser, check the database, and save screenshots of the boxes and of a heatmap.
+operator browser and from the panel, review, and check the database and what the page shows.
 
 Playwright drives Debian's chromium (no downloaded browser); the App server runs on loopback with
 the plugin in the temporary plugins dir. Screenshots go to ``artifacts/app-e2e/`` (or
-``$E2E_ARTIFACTS``).
+``$E2E_ARTIFACTS``); with ``E2E_UPDATE_DOCS=1`` the tests also rewrite the docs' screenshots
+(``docs/app-panel.jpg``, ``docs/app-review.jpg``, ``docs/app-modal-heatmap.jpg``), so they show
+the App as it is.
 """
 
 import os
@@ -28,6 +30,7 @@ PROMPTS = ["yellow circle", "purple circle"]
 TYPED = "yellow circle, purple circle"  # what a person types; the run must record exactly PROMPTS
 SELECT = (0, 2)  # grid positions clicked
 TIMEOUT_MS = 120_000
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 if CHROMIUM is None:
     pytest.skip("Debian's chromium is not installed (scripts/setup.sh --browser installs it with apt when run as "
@@ -114,6 +117,13 @@ def _type_prompts(page) -> None:
     field.press_sequentially(TYPED)
 
 
+def _docs_shot(page, name: str, docs_name: str) -> None:
+    """A screenshot in the artifacts; with ``E2E_UPDATE_DOCS=1`` also the docs' JPEG of that view."""
+    page.screenshot(path=ARTIFACTS / name)
+    if os.environ.get("E2E_UPDATE_DOCS") == "1":
+        page.screenshot(path=DOCS / docs_name, type="jpeg", quality=80)
+
+
 def _wait_for(condition, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -175,7 +185,7 @@ def test_detect_operator_from_the_app_on_two_selected_samples(app, page):
     page.get_by_text("clip_detections_heatmap_yellow_circle").first.wait_for()
     _show_field(page, "clip_detections_heatmap_yellow_circle")
     page.wait_for_timeout(3000)
-    page.screenshot(path=ARTIFACTS / "modal-heatmap.png")
+    _docs_shot(page, "modal-heatmap.png", "app-modal-heatmap.jpg")
 
 
 def test_panel_runs_on_two_selected_samples_and_shows_a_histogram(app, page):
@@ -235,8 +245,63 @@ def test_review_queue_in_the_panel_accepts_rejects_and_relabels(app, page, shape
     page.get_by_role("button", name="Relabel", exact=True).click()
     assert _wait_for(lambda: decisions().get("relabeled") == 1, 60), f"no label relabeled: {decisions()}"
     page.wait_for_timeout(2000)
-    page.screenshot(path=ARTIFACTS / "review-after-three.png")
+    _docs_shot(page, "review-after-three.png", "app-review.jpg")
     assert decisions() == {"accepted": 1, "rejected": 1, "relabeled": 1}
     relabeled = [d for d in dataset.values("clip_detections.detections", unwind=True) if "relabeled" in d.tags]
     assert relabeled[0].original_label in PROMPTS and relabeled[0].label != relabeled[0].original_label
     page.get_by_text("3 of", exact=False).first.wait_for()  # the progress line
+
+
+
+OVERFLOW_JS = """() => {  // how far the panel's scroll box around the plot overflows sideways
+  let box = document.querySelector('.js-plotly-plot');
+  while (box && !['auto', 'scroll'].includes(getComputedStyle(box).overflowX)) box = box.parentElement;
+  return box ? box.scrollWidth - box.clientWidth : null;
+}"""
+SCROLL_TOP_JS = OVERFLOW_JS.replace("return box ? box.scrollWidth - box.clientWidth : null;", "box.scrollTop = 0;")
+TRACES_JS = "() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(p => (p.data || []).map(t => t.name))"
+
+
+def test_panel_as_a_newcomer_meets_it(app, page, shapes_model):
+    """At 1600x1000, with another field inspected first: run dense twice from the panel, the second
+    time with fewer prompts, then review. The run's dialog closes itself, the histogram shows only
+    the new field's prompts, the dropped prompt's heatmap field leaves the sidebar, and nothing
+    overflows the panel sideways."""
+    dataset, url, session = app
+    fz.detect(dataset, ["red star", "blue square", "green triangle"], model=shapes_model, method="dense",
+              label_field="clip_detections", progress=False)  # the field the panel inspects first
+    page.set_viewport_size({"width": 1600, "height": 1000})
+    page.goto(url)
+    _dismiss_banner(page)
+    selected = _select_in_grid(page, session, dataset, SELECT)
+    fz.open_panel(session)
+    page.get_by_text("Target (2 samples)", exact=True).wait_for()
+    page.locator('input[type="radio"][value="dense"]').check()
+    _type_prompts(page)
+    page.get_by_role("button", name="Run detection").click()
+    page.get_by_text("Labelled 2 of 2 samples into 'clip_detections_2'", exact=True).wait_for()
+    assert set(dataset.exists("clip_detections_2").values("id")) == selected
+    closed = _wait_for(lambda: page.get_by_role("button", name="Done").count() == 0, 10)
+    page.screenshot(path=ARTIFACTS / "newcomer-first-run.png")
+    assert closed, "the run's progress dialog stayed open over the App"
+    assert _wait_for(lambda: page.evaluate(TRACES_JS) == [PROMPTS], 30), page.evaluate(TRACES_JS)
+
+    page.locator("textarea:not([aria-hidden])").first.fill(PROMPTS[0])
+    page.get_by_role("button", name="Run detection").click()
+    assert _wait_for(lambda: page.evaluate(TRACES_JS) == [PROMPTS[:1]], 120), page.evaluate(TRACES_JS)
+    page.get_by_text("Labelled 2 of 2 samples into 'clip_detections_2'", exact=True).wait_for()
+    assert not dataset.has_sample_field("clip_detections_2_heatmap_purple_circle")
+    emptied = page.locator('[data-cy="checkbox-clip_detections_2_heatmap_purple_circle"]')
+    assert _wait_for(lambda: emptied.count() == 0, 30), "the emptied heatmap field stayed in the sidebar"
+
+    page.get_by_role("button", name="Start reviewing").click()
+    page.get_by_role("button", name="Accept", exact=True).click()
+    assert _wait_for(lambda: "accepted" in dict(dataset.count_label_tags()), 60), "no label accepted"
+    page.get_by_text("✓ accepted", exact=False).first.wait_for()  # the review report's table
+    page.screenshot(path=ARTIFACTS / "newcomer-reviewed.png")
+    overflow = page.evaluate(OVERFLOW_JS)
+    assert overflow is not None and overflow <= 0, f"the panel overflows sideways by {overflow} px"
+    page.set_viewport_size({"width": 1600, "height": 2000})  # the whole panel, from its top, for the docs
+    page.evaluate(SCROLL_TOP_JS)
+    page.wait_for_timeout(3000)
+    _docs_shot(page, "newcomer-panel.png", "app-panel.jpg")

@@ -68,8 +68,21 @@ def test_large_heatmaps_go_to_unique_pngs_and_rerun_replaces_them(dataset, shape
     second = dataset.values("clip_heatmap_red_circle.map_path")
     assert set(first).isdisjoint(second) and all(Path(p).is_file() for p in second)
     assert not any(Path(p).exists() for p in first)  # old maps cleaned up, no stale cache
-    assert dataset.values("clip_heatmap_blue_square") == [None] * len(dataset)  # prompt dropped: cleared
+    assert not dataset.has_sample_field("clip_heatmap_blue_square")  # prompt dropped: no map left, no field
     assert {d.method for dets in dataset.values("clip") for d in dets.detections} == {"occlusion"}
+
+
+def test_a_rerun_with_fewer_prompts_drops_a_heatmap_field_once_no_sample_holds_it(dataset, shapes_model):
+    """The App's sidebar lists only heatmap fields that hold maps: a field the reruns emptied goes."""
+    kwargs = dict(model=shapes_model, label_field="clip", progress=False, **FAST)
+    fz.detect(dataset, PROMPTS, **kwargs)
+    first, rest = dataset.limit(2), dataset.skip(2)
+    fz.detect(first, ["red circle"], **kwargs)
+    assert dataset.has_sample_field("clip_heatmap_blue_square")  # the other two samples still hold theirs
+    assert [h is None for h in dataset.values("clip_heatmap_blue_square")] == [True, True, False, False]
+    fz.detect(rest, ["red circle"], **kwargs)
+    assert not dataset.has_sample_field("clip_heatmap_blue_square")
+    assert dataset.count("clip_heatmap_red_circle") == len(dataset)
 
 
 def test_selected_samples_only_are_touched(dataset, shapes_model):

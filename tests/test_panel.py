@@ -3,8 +3,10 @@
 import fiftyone as fo
 import fiftyone.operators as foo
 import pytest
+from fiftyone.operators.executor import ExecutionError
 
 import fiftyone_clip_zeroshot as fz
+from fiftyone_clip_zeroshot.app.panel import raised_message, samples_text
 from fiftyone_clip_zeroshot.labeling.curate import REVIEW_TAG
 from fiftyone_clip_zeroshot.labeling.results import (
     confidence_view,
@@ -163,6 +165,7 @@ def test_review_section_accepts_rejects_relabels_undoes_calibrates_and_promotes(
     labels = {label.label_id: label for label in reviewed_labels(labelled, "clip")}
     assert [labels[i].decision for i in decided] == ["accepted", "rejected", "relabeled"]
     assert labels[decided[2]].label == "red star" and "3 of" in state["review_progress"]
+    assert state["review_left"] == len(queue) - 3  # "Start reviewing" shows only while labels are left
     press("on_undo")  # the relabel is taken back and its label is current again
     labels = {label.label_id: label for label in reviewed_labels(labelled, "clip")}
     assert labels[decided[2]].decision is None and labels[decided[2]].label == labels[decided[2]].prompt
@@ -178,3 +181,61 @@ def test_review_section_accepts_rejects_relabels_undoes_calibrates_and_promotes(
     fz.clear_decisions(labelled, "clip", decided[:2])
     labelled.delete_sample_field("clip_curated")
     DetectRun.load(labelled, "clip").update(labelled, calibrated={}, calibration={})
+
+
+def _plot_traces(result) -> list[str]:
+    """The trace names of the histogram the panel rendered (the plot's data is in the rendered view,
+    which the App replaces whole on each render)."""
+    outputs = [r["params"]["output"] for r in result.to_json()["executor"]["requests"]
+               if r["operator_uri"] == "show_panel_output"]
+    plot = outputs[-1]["type"]["properties"]["histogram"]["view"]
+    return [trace["name"] for trace in plot["data"]]
+
+
+def test_the_histogram_shows_only_the_inspected_fields_prompts(labelled, plugin_dir, shapes_model):
+    """Inspecting a field of three prompts and then one of a single prompt leaves one trace. The App
+    merged the plot's panel data into the previous one by index, so the first field's other traces
+    stayed (seen in chromium); the traces now live in the rendered view, which it replaces whole."""
+    fz.detect(labelled.limit(2), ["red star"], model=shapes_model, label_field="clip_one", progress=False, **FAST)
+    first = _call(labelled, "on_change_field", {}, value="clip")
+    assert _plot_traces(first) == PROMPTS
+    second = _call(labelled, "on_change_field", dict(inspect_field="clip", traces=_state_after(first)["traces"]),
+                   value="clip_one")
+    assert _plot_traces(second) == ["red star"]
+    labelled.delete_sample_field("clip_one")
+    labelled.delete_run("clip_zeroshot_clip_one")
+
+
+def test_a_panels_run_reports_in_the_panel_and_opens_no_dialog(labelled, plugin_dir):
+    """The App's progress dialog (``set_progress``) stays open until its Done is pressed: a run the
+    panel started shows its progress and summary in the panel's status line only."""
+    params = dict(prompts="red star", model="shapes-world", method="dense", label_field="clip_dialog",
+                  view_target="CURRENT_VIEW", delegate=False)
+    requests = {}
+    for panel_id in ("panel-1", None):
+        result = foo.execute_operator(DETECT, ctx=dict(view=labelled.limit(2), params=dict(params, panel_id=panel_id)))
+        requests[panel_id] = [r["operator_uri"] for r in result.to_json()["executor"]["requests"]]
+    assert "set_progress" not in requests["panel-1"] and "show_output" not in requests["panel-1"]
+    assert requests["panel-1"].count("patch_panel_state") == 3  # two steps and the summary
+    assert "set_progress" in requests[None] and "show_output" in requests[None]  # the operator browser's run
+    labelled.delete_sample_field("clip_dialog")
+    labelled.delete_run("clip_zeroshot_clip_dialog")
+
+
+def test_an_unknown_model_is_named_in_the_panels_status(labelled, plugin_dir):
+    """The operator's error (a traceback whose message spans lines) reaches the panel's status line
+    whole: the model's name and what to do, not only transformers' last line."""
+    with pytest.raises(ExecutionError) as failed:
+        foo.execute_operator(DETECT, ctx=dict(view=labelled.view(), params=dict(
+            prompts="red star", model="no-such-model", label_field="never", view_target="DATASET", delegate=False)))
+    error = str(failed.value)  # the traceback the App hands the panel's on_error
+    state = _state_after(_call(labelled, "on_run_failed", {}, error=error))
+    assert state["status"].startswith("Not run: Could not load CLIP weights 'no-such-model'")
+    assert "packaged model" in state["status"] and "\n" not in state["status"]
+    assert not labelled.has_sample_field("never")
+    assert raised_message("Traceback ...\n  File x\nValueError: first\nsecond") == "first second"
+    assert raised_message(None) == "unknown error" and raised_message("just a line") == "just a line"
+
+
+def test_sample_counts_read_as_english():
+    assert [samples_text(n) for n in (0, 1, 2)] == ["0 samples", "1 sample", "2 samples"]

@@ -8,6 +8,8 @@ the detect operator (``app.runner`` runs it, immediately with progress or delega
 
 from __future__ import annotations
 
+import re
+
 import fiftyone as fo
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
@@ -35,6 +37,7 @@ from fiftyone_clip_zeroshot.labeling.shards import RECOVERABLE, requeue, run_sta
 PANEL_NAME = "clip_zeroshot_panel"
 TARGETS = {"DATASET": "Dataset", "CURRENT_VIEW": "Current view", "SELECTED_SAMPLES": "Selected samples"}
 DEFAULTS = dict(prompts="", method=METHODS[0], threshold=None, target="CURRENT_VIEW", slider=0.5, direction="above")
+RAISED = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception): ")  # "ValueError: ..."
 NO_RUNS = "No detections of this plugin in the selected field yet: run detection above, or pick a field."
 
 
@@ -58,6 +61,7 @@ class ClipZeroShotPanel(ReviewSection, foo.Panel):
             state.set("target", "SELECTED_SAMPLES")
         if state.get("inspect_field") not in detection_fields(ctx.dataset):
             state.set("inspect_field", busiest_field(ctx.dataset))
+        ctx.panel.data.clear()  # data an earlier version kept (its histogram) would hide the view's
         self._refresh(ctx)
 
     def on_change_selected(self, ctx) -> None:
@@ -95,8 +99,8 @@ class ClipZeroShotPanel(ReviewSection, foo.Panel):
                       delegate=count > DELEGATE_ABOVE, panel_id=ctx.panel_id)
         ctx.prompt(DETECT_URI, params=params, on_success=self.on_run_done, on_error=self.on_run_failed,
                    skip_prompt=True)
-        state.set(PANEL_STATUS, f"Scheduling a delegated run over {count} samples…" if params["delegate"]
-                  else f"Starting on {count} samples…")
+        state.set(PANEL_STATUS, f"Scheduling a delegated run over {samples_text(count)}…" if params["delegate"]
+                  else f"Starting on {samples_text(count)}…")
 
     def on_run_done(self, ctx) -> None:
         """The detect operator finished (its summary is already in the status line) or was scheduled."""
@@ -110,8 +114,7 @@ class ClipZeroShotPanel(ReviewSection, foo.Panel):
         self._refresh(ctx)
 
     def on_run_failed(self, ctx) -> None:
-        error = str(ctx.params.get("error") or "unknown error").strip().splitlines()
-        ctx.panel.state.set(PANEL_STATUS, f"Not run: {error[-1] if error else 'unknown error'}")
+        ctx.panel.state.set(PANEL_STATUS, f"Not run: {raised_message(ctx.params.get('error'))}")
 
     def on_slider(self, ctx) -> None:
         """Filter the grid to the labels above/below the slider."""
@@ -151,7 +154,7 @@ class ClipZeroShotPanel(ReviewSection, foo.Panel):
         ctx.panel.state.set("summary", _summary_markdown(stats, run, str(status) if status else None))
         ctx.panel.state.set("requeue", sum(s.state in RECOVERABLE for s in status.shards) if status else 0)
         ctx.panel.state.set("heatmap_prompts", [s.prompt for s in stats if s.heatmap_field])
-        ctx.panel.data.set("histogram", histogram_traces(stats))
+        ctx.panel.state.set("traces", histogram_traces(stats))
         for key, value in self.review_state(ctx).items():
             ctx.panel.state.set(key, value)
 
@@ -179,8 +182,8 @@ class ClipZeroShotPanel(ReviewSection, foo.Panel):
         target = types.RadioGroup(orientation="horizontal")
         for value, label in TARGETS.items():
             target.add_choice(value, label=label)
-        panel.enum("target", target.values(), label=f"Target ({len(_target_view(ctx))} samples)", view=target,
-                   default=state.get("target"))
+        panel.enum("target", target.values(), label=f"Target ({samples_text(len(_target_view(ctx)))})",
+                   view=target, default=state.get("target"))
         panel.str("label_field", label="Write detections to", default=state.get("label_field"),
                   on_change=self.on_edit, description=overwrite_note(ctx.dataset, state.get("label_field")))
         panel.btn("run", label="Run detection", on_click=self.on_run, variant="contained")
@@ -199,22 +202,25 @@ class ClipZeroShotPanel(ReviewSection, foo.Panel):
                       on_click=self.on_requeue)
         if state.get("review_report"):
             panel.md("Review of these labels:\n\n" + state.get("review_report"), name="review_report")
-        panel.plot("histogram", layout={"title": "confidence", "barmode": "overlay", "height": 260,
-                                        "xaxis": {"range": [0, 1]}, "margin": {"t": 30, "b": 30}})
+        panel.plot("histogram", data=state.get("traces") or [],  # in the view, which each render replaces whole
+                   layout={"title": "confidence", "barmode": "overlay", "height": 260, "xaxis": {"range": [0, 1]},
+                           "margin": {"t": 30, "b": 30}, "showlegend": True,  # which colour is which prompt
+                           "legend": {"orientation": "h", "x": 0, "y": 1.15}})
 
         panel.md("**Act**", name="act_header")
-        panel.float("slider", label="Confidence", min=0, max=1, default=state.get("slider"),
-                    view=types.SliderView(componentsProps={"slider": {"min": 0, "max": 1, "step": 0.05}}),
-                    on_change=self.on_slider)
+        slider = float(state.get("slider") if state.get("slider") is not None else 0.5)
+        panel.float("slider", label="Confidence", min=0, max=1, default=state.get("slider"), on_change=self.on_slider,
+                    view=types.SliderView(componentsProps={  # the value is in the labels below, rounded
+                        "slider": {"min": 0, "max": 1, "step": 0.05, "valueLabelDisplay": "off"}}))
         direction = types.RadioGroup(orientation="horizontal")
-        direction.add_choice("above", label="show labels at/above")
-        direction.add_choice("below", label="show labels below")
+        direction.add_choice("above", label=f"show labels at/above {slider:.2f}")
+        direction.add_choice("below", label=f"show labels below {slider:.2f}")
         panel.enum("direction", direction.values(), view=direction, default=state.get("direction"),
                    on_change=self.on_slider)
         for index, prompt in enumerate(state.get("heatmap_prompts") or []):
             panel.btn(f"heatmap_{index}", label=f"Show heatmap: {prompt}", on_click=self.on_show_heatmap,
                       params={"prompt": prompt})
-        panel.btn("tag", label=f"Tag labels below the slider '{REVIEW_TAG}'", on_click=self.on_tag)
+        panel.btn("tag", label=f"Tag labels below {slider:.2f} '{REVIEW_TAG}'", on_click=self.on_tag)
         panel.btn("clear", label="Clear filter", on_click=self.on_clear)
         self.render_review(ctx, panel)
         return types.Property(panel, view=types.GridView(orientation="vertical", gap=1, padding=2))
@@ -240,6 +246,21 @@ def _target_view(ctx):
     if target == "DATASET" or ctx.view is None:
         return ctx.dataset.view()
     return ctx.view
+
+
+def samples_text(count: int) -> str:
+    """"1 sample", "2 samples"."""
+    return f"{count} sample{'' if count == 1 else 's'}"
+
+
+def raised_message(error: str | None) -> str:
+    """The message of the exception a failed run raised, whole, from the traceback the App hands
+    the panel (a message may span lines; the traceback's last line alone can miss its point)."""
+    lines = str(error or "").strip().splitlines()
+    starts = [i for i, line in enumerate(lines) if RAISED.match(line)]
+    if not starts:
+        return lines[-1].strip() if lines else "unknown error"
+    return RAISED.sub("", " ".join(line.strip() for line in lines[starts[-1]:]), count=1)
 
 
 def _prompts_markdown(text: str | None) -> str:

@@ -151,13 +151,13 @@ class ReviewSection:
         field = ctx.panel.state.get("inspect_field")
         run = DetectRun.load(ctx.dataset, field) if field else None
         if not run:
-            return dict(review_progress=None, review_report=None, review_current=None, relabel_choices=[],
-                        calibrated=False)
+            return dict(review_progress=None, review_left=0, review_report=None, review_current=None,
+                        relabel_choices=[], calibrated=False)
         report = review_report(ctx.dataset, field)
         current = ctx.panel.state.get("review_label")
         label = _label(ctx, field, current) if current else None
         threshold = run_thresholds(run, [label.prompt])[label.prompt] if label else None
-        return dict(review_progress=report.progress(),
+        return dict(review_progress=report.progress(), review_left=report.labels - report.reviewed,
                     review_report=_report_markdown(report) if report.reviewed else None,
                     review_current=_current_markdown(label, threshold) if label else None,
                     relabel_choices=[p for p in run.prompts if not label or p != label.label],
@@ -170,8 +170,9 @@ class ReviewSection:
             panel.md("Pick a field of this plugin's runs above to review its labels.", name="review_none")
             return
         panel.md(state.get("review_progress"), name="review_progress")
-        panel.btn("review_next", label="Next label to review" if state.get("review_label") else "Start reviewing",
-                  on_click=self.on_review_next, variant="contained")
+        if state.get("review_left") or state.get("review_label"):  # nothing to start once every label is decided
+            panel.btn("review_next", label="Next label to review" if state.get("review_label") else "Start reviewing",
+                      on_click=self.on_review_next, variant="contained")
         if state.get("review_label"):
             panel.md(state.get("review_current") or "", name="review_current")
             panel.btn("accept", label="Accept", on_click=self.on_accept, variant="contained")
@@ -210,7 +211,16 @@ def _current_markdown(label: ReviewedLabel, threshold: float) -> str:
 
 
 def _report_markdown(report) -> str:
-    rows = report.rows()
-    lines = ["| " + " | ".join(rows[0]) + " |", "|" + " --- |" * len(rows[0])]
-    lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+    """The review report as a table narrow enough for the panel (the Python report's nine columns
+    are wider than a panel beside the grid, and a table does not wrap)."""
+    def share(value: float | None) -> str:
+        return "–" if value is None else f"{value:.2f}"
+
+    lines = ["| prompt | reviewed | ✓ · ✗ · ↺ | precision | calibrated |", "| --- | ---: | ---: | ---: | ---: |"]
+    for p in report.prompts:
+        calibrated = "–" if p.calibrated is None else f"{p.calibrated:.2f} → {share(p.calibrated_precision)}"
+        lines.append(f"| {p.prompt} | {p.reviewed} of {p.labels} | {p.accepted} · {p.rejected} · {p.relabeled} "
+                     f"| {share(p.precision)} at {p.threshold:.2f} | {calibrated} |")
+    lines.append("\n✓ accepted · ✗ rejected · ↺ relabeled. Precision of the run's labels at its threshold; "
+                 "calibrated: the threshold per prompt and the precision there.")
     return "\n".join(lines)

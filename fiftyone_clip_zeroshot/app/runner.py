@@ -92,8 +92,10 @@ def job_config(name: str, label: str, description: str) -> foo.OperatorConfig:
 
 
 def _progress(ctx, done: int, total: int):
-    """The App's progress bar, and the panel's status line when a panel started the run."""
+    """The panel's status line when a panel started the run, else the App's progress dialog (a
+    dialog that stays open until its Done is pressed, so never over a panel that says it all)."""
     label = f"{done}/{total} samples"
-    yield ctx.ops.set_progress(progress=done / total, label=label)
     if ctx.panel_id:
         yield ctx.ops.patch_panel_state({PANEL_STATUS: f"Running: {label} done…"})
+    else:
+        yield ctx.ops.set_progress(progress=done / total, label=label)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 CORE = 0.5  # windows scoring >= CORE x their group's best take part in its box
 INNER = 0.8  # each side of the box: the probability-weighted INNER quantile of the members' sides
 NESTED = 0.8  # sliding window: a group box this much inside a more confident one is a duplicate
+SAME_OBJECT = 0.7  # a prompt's box with this share of its area inside a surer box of it frames a part of one object
 
 
 def make_detections(xyxy: np.ndarray, confidence: np.ndarray, class_id: int, prompt: str) -> sv.Detections:

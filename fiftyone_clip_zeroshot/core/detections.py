@@ -6,7 +6,8 @@ for the prompt inside the box reaches ``SUPPORT_GATE`` x the threshold (two inde
 must agree, which keeps absent prompts from drawing boxes). Each box takes the one prompt it
 fits best; boxes below ``confidence_thresh`` go, and so do boxes that are parts of a larger,
 about as confident box of another prompt. Duplicates are removed by IoU NMS and then by
-nesting, and each prompt keeps its ``max_detections`` best (the count of the others is reported).
+overlap with a surer box of the same prompt, and each prompt keeps its ``max_detections`` best
+(the count of the others is reported).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import supervision as sv
 import torch
 
-from fiftyone_clip_zeroshot.core.boxes import NESTED, finalize, make_detections
+from fiftyone_clip_zeroshot.core.boxes import NESTED, SAME_OBJECT, finalize, make_detections
 from fiftyone_clip_zeroshot.core.localizers.evidence import SUPPORT_GATE, Evidence
 from fiftyone_clip_zeroshot.core.windows import box_support
 
@@ -73,9 +74,10 @@ def _parts_of_others(boxes: np.ndarray, label: np.ndarray, score: np.ndarray, ke
 
 
 def _dedupe(detections: sv.Detections, opts: LocalizeOptions) -> tuple[sv.Detections, int]:
-    """IoU NMS, then boxes nested in a more confident one, then the ``max_detections`` best, and
-    how many more there were."""
+    """IoU NMS, then boxes that lie mostly (``SAME_OBJECT``) inside a more confident one, then the
+    ``max_detections`` best, and how many more there were. A box of a prompt mostly inside a surer
+    box of that prompt frames a part of the same object (a strip of a circle, a star's arm)."""
     detections = finalize(detections, opts)
     if len(detections):
-        detections = finalize(detections.with_nms(threshold=NESTED, overlap_metric=sv.OverlapMetric.IOS), opts)
+        detections = finalize(detections.with_nms(threshold=SAME_OBJECT, overlap_metric=sv.OverlapMetric.IOS), opts)
     return detections[: opts.max_detections], max(0, len(detections) - opts.max_detections)

@@ -267,12 +267,18 @@ def _load_error_message(name_or_path: str, error: BaseException) -> str:
         return (
             f"{name_or_path!r} is not a CLIP checkpoint folder (it needs config.json, model weights, "
             f"tokenizer files and preprocessor_config.json, as written by "
-            f"CLIPModel/CLIPProcessor.save_pretrained): {error}"
+            f"CLIPModel/CLIPProcessor.save_pretrained): {_one_line(error)}"
         )
     packaged = ", ".join(repr(n) for n in PACKAGED_MODELS)
     return (
         f"Could not load CLIP weights {name_or_path!r}: they are not in the local Hugging Face cache and the hub "
         f"could not be reached. Download them once on a machine with internet access "
         f"(`hf download {name_or_path}`, or any from_pretrained call), or pass a local folder, "
-        f"or use a packaged model ({packaged}) to try the plugin offline. Cause: {type(error).__name__}: {error}"
+        f"or use a packaged model ({packaged}) to try the plugin offline. "
+        f"Cause: {type(error).__name__}: {_one_line(error)}"
     )
+
+
+def _one_line(error: BaseException) -> str:
+    """A library's message on one line, so it reads whole where only a line is shown (the App)."""
+    return " ".join(str(error).split())

@@ -15,7 +15,8 @@ from fiftyone_clip_zeroshot.core.localize import Localization
 PEAK_MIN_SIDE = 64  # objects smaller than this (px) are left out of "peak in box"
 
 COLUMNS = (f"{'model':<22} {'set':<7} {'method':<15} {'mAP@.5':>7} {'mAP@.5:.95':>10} {'recall@.5':>9} "
-           f"{'absent FP (pairs)':>17} {'absent FP (scenes)':>18} {'peak in box':>11} {'s/image':>8}")
+           f"{'absent FP (pairs)':>17} {'absent FP (scenes)':>18} {'dup/object':>10} {'peak in box':>11} "
+           f"{'s/image':>8}")
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Quality:
     recall50: float
     absent_scene_fp_rate: float  # images where any prompt of an absent class drew a box
     absent_prompt_fp_rate: float  # (image, absent prompt) pairs that drew a box
+    duplicates_per_object: float  # boxes of an object's class centred on it, past the first
     peak_in_box: float  # heatmap maximum inside a box of its class, objects >= PEAK_MIN_SIDE px
     seconds_per_image: float
 
@@ -39,7 +41,7 @@ class Quality:
         """One line of the table under ``COLUMNS``."""
         return (f"{model[-22:]:<22} {image_set[:7]:<7} {self.method:<15} {self.map50:>7.3f} {self.map50_95:>10.3f} "
                 f"{self.recall50:>9.3f} {self.absent_prompt_fp_rate:>17.4f} {self.absent_scene_fp_rate:>18.3f} "
-                f"{self.peak_in_box:>11.3f} {self.seconds_per_image:>8.2f}")
+                f"{self.duplicates_per_object:>10.3f} {self.peak_in_box:>11.3f} {self.seconds_per_image:>8.2f}")
 
 
 @dataclass
@@ -56,6 +58,7 @@ class QualityMeter:
     absent_images: int = 0
     absent_pairs: int = 0
     absent_hits: int = 0
+    duplicates: int = 0
     big: int = 0
     peaks: int = 0
 
@@ -71,6 +74,7 @@ class QualityMeter:
         self.absent_images += any(hits)
         self.absent_pairs += len(hits)
         self.absent_hits += sum(hits)
+        self.duplicates += duplicate_boxes(dets, truth)
         for box, cls in zip(truth.xyxy, truth.class_id):
             self.objects += 1
             same = dets[dets.class_id == cls]
@@ -90,9 +94,24 @@ class QualityMeter:
             recall50=self.matched / max(self.objects, 1),
             absent_scene_fp_rate=self.absent_images / max(images, 1),
             absent_prompt_fp_rate=self.absent_hits / max(self.absent_pairs, 1),
+            duplicates_per_object=self.duplicates / max(self.objects, 1),
             peak_in_box=self.peaks / max(self.big, 1),
             seconds_per_image=self.seconds / max(images, 1),
         )
+
+
+def duplicate_boxes(predictions: sv.Detections, truth: sv.Detections) -> int:
+    """Boxes past the first that a class puts on one object of it: each predicted box belongs to
+    the smallest true object of its class that holds its centre."""
+    counts = np.zeros(len(truth), int)
+    area = (truth.xyxy[:, 2] - truth.xyxy[:, 0]) * (truth.xyxy[:, 3] - truth.xyxy[:, 1])
+    for box, cls in zip(predictions.xyxy, predictions.class_id):
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        holds = (truth.class_id == cls) & (truth.xyxy[:, 0] <= cx) & (cx <= truth.xyxy[:, 2])
+        holds &= (truth.xyxy[:, 1] <= cy) & (cy <= truth.xyxy[:, 3])
+        if holds.any():
+            counts[np.flatnonzero(holds)[np.argmin(area[holds])]] += 1
+    return int(np.maximum(counts - 1, 0).sum())
 
 
 def peak_in_boxes(heatmap: np.ndarray, boxes: np.ndarray, image_wh: tuple[int, int]) -> bool:

@@ -100,8 +100,9 @@ class DetectJob(SampleJob):
             self.run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
             root = Path(heatmap_root) if heatmap_root else default_heatmap_root()
             self.heatmap_dir = root / _safe(dataset_name(samples)) / label_field / self.run_id
-            self.stale_fields = [f for f in (previous.heatmap_fields if previous else [])
-                                 if f not in self.heatmap_fields]
+            earlier = [*previous.heatmap_fields, *previous.stale_fields] if previous else []  # a field a rerun
+            self.stale_fields = [f for f in dict.fromkeys(earlier)  # of part of the samples left behind, too
+                                 if f not in self.heatmap_fields and samples._dataset.has_sample_field(f)]
             self.previous_field_dir = previous.field_dir if previous else None
         else:  # a part of a recorded run: its folder and what it replaces
             self.run_id = part_of.run_id
@@ -125,8 +126,14 @@ class DetectJob(SampleJob):
         declare_fields(self.samples, self.field_types)
 
     def finish(self) -> None:
+        """Delete the replaced PNGs, and the previous run's heatmap fields that no sample holds any more
+        (a rerun with fewer prompts), so the App's sidebar lists only fields with maps."""
         for path in self._old_pngs:
             path.unlink(missing_ok=True)
+        dataset = self.samples._dataset
+        for field in self.stale_fields:
+            if dataset.has_sample_field(field) and dataset.count(field) == 0:
+                dataset.delete_sample_field(field)
 
     def steps(self) -> Iterator[tuple[int, int]]:
         """``SampleJob.steps`` under the field's claim (taken first, or the run is refused naming
