@@ -102,7 +102,7 @@ class DetectJob(SampleJob):
             self.heatmap_dir = root / _safe(dataset_name(samples)) / label_field / self.run_id
             earlier = [*previous.heatmap_fields, *previous.stale_fields] if previous else []  # a field a rerun
             self.stale_fields = [f for f in dict.fromkeys(earlier)  # of part of the samples left behind, too
-                                 if f not in self.heatmap_fields and samples._dataset.has_sample_field(f)]
+                                 if f not in self.heatmap_fields and _dataset_of(samples).has_sample_field(f)]
             self.previous_field_dir = previous.field_dir if previous else None
         else:  # a part of a recorded run: its folder and what it replaces
             self.run_id = part_of.run_id
@@ -130,7 +130,7 @@ class DetectJob(SampleJob):
         (a rerun with fewer prompts), so the App's sidebar lists only fields with maps."""
         for path in self._old_pngs:
             path.unlink(missing_ok=True)
-        dataset = self.samples._dataset
+        dataset = _dataset_of(self.samples)
         for field in self.stale_fields:
             if dataset.has_sample_field(field) and dataset.count(field) == 0:
                 dataset.delete_sample_field(field)
@@ -223,6 +223,11 @@ class DetectJob(SampleJob):
             heatmap_dir=str(self.heatmap_dir), stale_fields=self.stale_fields, thresholds=self.thresholds,
             previous_field_dir=str(self.previous_field_dir) if self.previous_field_dir else None,
             candidates_field=self.candidates_field, **fields)
+
+
+def _dataset_of(samples: fo.core.collections.SampleCollection) -> fo.Dataset:
+    """The dataset behind ``samples``, by the public API (``fo_private`` keeps only calls without one)."""
+    return fo.load_dataset(dataset_name(samples))
 
 
 def detect(
