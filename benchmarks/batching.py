@@ -51,9 +51,9 @@ def images_per_second(images, model, opts, batch: int) -> tuple[float, list]:
     return len(images) / (time.perf_counter() - start), results
 
 
-def same(a: list, b: list) -> bool:
-    return all(np.allclose(x.heatmap, y.heatmap, atol=1e-5) and np.allclose(x.detections.xyxy, y.detections.xyxy,
-               atol=1e-5) and np.allclose(x.detections.confidence, y.detections.confidence, atol=1e-5)
+def same(a: list, b: list, atol: float = 1e-5) -> bool:
+    return all(np.allclose(x.heatmap, y.heatmap, atol=atol) and np.allclose(x.detections.xyxy, y.detections.xyxy,
+               atol=atol) and np.allclose(x.detections.confidence, y.detections.confidence, atol=atol)
                for one, many in zip(a, b) for x, y in zip(one, many))
 
 
@@ -69,7 +69,7 @@ def main() -> None:
     models = [load_model("shapes-world", device=device)]
     if not args.smoke:
         models.append(speed.random_vit_b32(device)[0])
-    opts = LocalizeOptions.create(method=args.method)
+    opts = LocalizeOptions.create(method=args.method, cache=False)
     print(f"| model | images | 1 at a time (images/s) | {args.batch} together (images/s) | ratio | same results |")
     print("| --- | --- | ---: | ---: | ---: | --- |")
     for model in models:

@@ -6,15 +6,17 @@ reference per-window loop against ours, and images localized one by one against 
 
 Models are the random-weight ViT-B/32 and B/16 CLIPs of ``speed.py`` (weights do not change
 speed), in float16 on a GPU; the smoke mode uses the 1-layer ViT-B/32 geometry on the CPU.
-Occlusion is left out of the method rows, as in ``speed.py --methods``. Rows for the embedding
-store join this table once it exists. The table says the device, torch and the date; paste it
-into docs/speed.md with the GPU's name.
+Occlusion is left out of the method rows, as in ``speed.py --methods``. Every row encodes every
+crop (``cache=False``) but the embedding store's: a cold run, then new prompts read from it, and
+whether a warm run gives the results of no store within float16's 1e-3. The table says the
+device, torch and the date; paste it into docs/speed.md with the GPU's name.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import tempfile
 import time
 from datetime import date
 from pathlib import Path
@@ -54,7 +56,7 @@ def method_rows(clip, images: dict[str, Image.Image], **options) -> list[tuple]:
         for method in METHODS:
             meter.tokens = 0
             start = time.perf_counter()
-            localize(image, prompts, clip, method=method, **options)
+            localize(image, prompts, clip, method=method, cache=False, **options)
             speed._sync(clip.device)
             seconds = time.perf_counter() - start
             what = "method at defaults" if not options else "method, fewer windows"
@@ -82,13 +84,40 @@ def reference_rows(clip, processor, size: tuple[int, int], patch: int) -> list[t
 def batching_rows(clip, count: int, size: tuple[int, int], batch: int) -> list[tuple]:
     """Images/s localized one by one and ``batch`` together (proposals), and whether they agree."""
     images = [load_image(np.asarray(render_scene(3, i, *size).image)).to(clip.device) for i in range(count)]
-    opts = LocalizeOptions.create(method="proposals")
+    opts = LocalizeOptions.create(method="proposals", cache=False)
     one, single = batching.images_per_second(images, clip, opts, 1)
     many, batched = batching.images_per_second(images, clip, opts, batch)
     same = "same results" if batching.same(single, batched) else "RESULTS DIFFER"
     label = f"{count} x {size[0]}x{size[1]}"
     return [("images 1 at a time", clip.name, label, "proposals", "", 1 / one, f"{one:.2f} images/s"),
             (f"images {batch} together", clip.name, label, "proposals", same, 1 / many, f"{many:.2f} images/s")]
+
+
+def store_rows(clip, image: Image.Image, label: str, **options) -> list[tuple]:
+    """Per method: a cold run into an empty embedding store, then new prompts from it (s/image and
+    the crops they still encode), and whether a warm run agrees with ``cache=False`` (1e-3: float16)."""
+    prompts, new_prompts = speed.PROMPT_POOL[:PROMPTS], speed.PROMPT_POOL[PROMPTS:2 * PROMPTS]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="gpu-store-") as folder:
+        for method in METHODS:
+            run = dict(method=method, **options)
+            plain = localize(image, prompts, clip, cache=False, **run)
+            seconds = {}
+            for name, words in (("cold", prompts), ("warm, new prompts", new_prompts)):
+                start = time.perf_counter()
+                results = localize(image, words, clip, cache=folder, **run)
+                speed._sync(clip.device)
+                seconds[name] = time.perf_counter() - start
+            warm = localize(image, prompts, clip, cache=folder, **run)
+            agree = batching.same([plain], [warm], atol=1e-3)
+            crops = results[0].crops
+            rows += [("store: cold", clip.name, label, method, "", seconds["cold"], ""),
+                     ("store: warm, new prompts", clip.name, label, method,
+                      f"{crops.computed} of {crops.computed + crops.stored} crops encoded",
+                      seconds["warm, new prompts"],
+                      f"{seconds['cold'] / seconds['warm, new prompts']:.1f}x; warm "
+                      f"{'= cache=False' if agree else 'DIFFERS from cache=False'}")]
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -118,6 +147,8 @@ def main(argv: list[str] | None = None) -> None:
     clip, processor = models[0]
     rows += reference_rows(clip, processor, *reference)
     rows += batching_rows(clip, *batches)
+    photo_label = next(label for label in images if label.startswith("photo"))
+    rows += store_rows(clip, images[photo_label], photo_label, **options)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"`python benchmarks/gpu.py{' --smoke' if args.smoke else ''}`: {where}, torch {torch.__version__}, "
           f"{models[0][0].dtype}, {PROMPTS} prompts, {date.today()}\n")

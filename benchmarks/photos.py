@@ -17,7 +17,9 @@ hook on the vision embeddings, tiles and verification included: the count holds 
 checkpoint of that input size), recall of the candidates at IoU 0.5 and 0.7, and s/image.
 The default model, ``geometry``, is a random CLIP with ViT-B/32's input and patches on a
 1-layer tower: the same crops in a fraction of the time, so its s/image is not a speed. Occlusion
-is left out by default: its cost follows its gate, which random weights open everywhere.
+is left out by default: its cost follows its gate, which random weights open everywhere. Runs
+encode every crop (``cache=False``), so each method's count is its own, not what another left in
+the embedding store.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def measure(photos: list[Photo], clip, method: str, meter, options: dict) -> dic
         found70 += recall(boxes, photo.boxes, 0.7)
         meter.tokens = 0
         start = time.perf_counter()
-        localize(photo.image, PROMPTS, clip, method=method, **options)
+        localize(photo.image, PROMPTS, clip, method=method, cache=False, **options)
         seconds += time.perf_counter() - start
         crops += meter.forwards
     n = len(photos)

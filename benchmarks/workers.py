@@ -46,7 +46,7 @@ QUEUE = """
 import json, fiftyone as fo, fiftyone_clip_zeroshot as fz
 ds = fo.load_dataset("scale")
 fz.detect(ds, ["red circle", "blue square"], model="shapes-world", device="cpu", method="{method}",
-          label_field="{field}", shards={shards})
+          label_field="{field}", shards={shards}, cache=False)
 print(json.dumps([s["operation_id"] for s in ds.get_run_info("clip_zeroshot_{field}").config.shards]))
 """
 

@@ -1,6 +1,7 @@
 """Zero-shot object localization and detection with CLIP, for FiftyOne.
 
-The core (``load_model``, ``localize``, ``propose``) does not import FiftyOne; ``detect``,
+The core (``load_model``, ``localize``, ``propose``, and ``cache_info`` / ``clear_cache`` of the
+embedding store) does not import FiftyOne; ``detect``,
 ``run_status``, ``requeue``, ``zero_shot_model`` (for ``apply_model``) and the curation functions
 (``verify``, ``classify``, ``evaluate``, ``tag_for_review``, ``review_view``), the review of
 auto-labels (``accept``, ``reject``, ``relabel``, ``promote``, ``calibrate``, ``review_report``)
@@ -16,6 +17,8 @@ from fiftyone_clip_zeroshot.core import (
     LocalizeOptions,
     ModelLoadError,
     OptionsError,
+    cache_info,
+    clear_cache,
     load_model,
     localize,
     propose,
@@ -57,6 +60,8 @@ __all__ = [
     "LocalizeOptions",
     "ModelLoadError",
     "OptionsError",
+    "cache_info",
+    "clear_cache",
     "load_model",
     "localize",
     "propose",

@@ -20,6 +20,7 @@ os.environ.update(
     FIFTYONE_DO_NOT_TRACK="true",
     FIFTYONE_DATABASE_VALIDATION="false",  # no notice about the embedded mongod 6.0.5 in every subprocess
     HF_HOME=str(_ROOT / "hf"),
+    FIFTYONE_CLIP_ZEROSHOT_CACHE_DIR=str(_ROOT / "embeddings"),
     HF_HUB_OFFLINE="1",
 )
 

@@ -9,6 +9,7 @@ the App as it is.
 """
 
 import os
+import re
 import shutil
 import socket
 import time
@@ -209,7 +210,7 @@ def test_panel_runs_on_two_selected_samples_and_shows_a_histogram(app, page):
     assert _wait_for(lambda: labelled_count() == 2, 300), "the panel's run did not label 2 samples within 300 s"
     assert set(dataset.exists("clip_detections").values("id")) == selected
     assert dataset.get_run_info("clip_zeroshot_clip_detections").config.prompts == PROMPTS
-    page.get_by_text("Labelled 2 of 2 samples into 'clip_detections'", exact=True).wait_for()  # the status line
+    page.get_by_text(re.compile(r"^Labelled 2 of 2 samples into 'clip_detections' \(")).wait_for()  # the status line
     page.locator(".js-plotly-plot").first.wait_for()
     page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
     page.wait_for_timeout(2000)
@@ -264,9 +265,10 @@ TRACES_JS = "() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(
 
 def test_panel_as_a_newcomer_meets_it(app, page, shapes_model):
     """At 1600x1000, with another field inspected first: run dense twice from the panel, the second
-    time with fewer prompts, then review. The run's dialog closes itself, the histogram shows only
-    the new field's prompts, the dropped prompt's heatmap field leaves the sidebar, and nothing
-    overflows the panel sideways."""
+    time with fewer prompts, then review. The run's dialog closes itself, the Run section says the
+    samples are embedded and the rerun encodes no crop, the histogram shows only the new field's
+    prompts, the dropped prompt's heatmap field leaves the sidebar, and nothing overflows the
+    panel sideways."""
     dataset, url, session = app
     fz.detect(dataset, ["red star", "blue square", "green triangle"], model=shapes_model, method="dense",
               label_field="clip_detections", progress=False)  # the field the panel inspects first
@@ -277,19 +279,22 @@ def test_panel_as_a_newcomer_meets_it(app, page, shapes_model):
     fz.open_panel(session)
     page.get_by_text("Target (2 samples)", exact=True).wait_for()
     page.locator('input[type="radio"][value="dense"]').check()
+    page.get_by_label("Embed every candidate").check()  # so that no later prompt on these samples encodes a crop
     _type_prompts(page)
     page.get_by_role("button", name="Run detection").click()
-    page.get_by_text("Labelled 2 of 2 samples into 'clip_detections_2'", exact=True).wait_for()
+    page.get_by_text(re.compile(r"^Labelled 2 of 2 samples into 'clip_detections_2' \(")).wait_for()
     assert set(dataset.exists("clip_detections_2").values("id")) == selected
     closed = _wait_for(lambda: page.get_by_role("button", name="Done").count() == 0, 10)
     page.screenshot(path=ARTIFACTS / "newcomer-first-run.png")
     assert closed, "the run's progress dialog stayed open over the App"
     assert _wait_for(lambda: page.evaluate(TRACES_JS) == [PROMPTS], 30), page.evaluate(TRACES_JS)
 
+    page.get_by_text("Embedded: 2 of 2 samples under", exact=False).first.wait_for()  # the model's name is code
     page.locator("textarea:not([aria-hidden])").first.fill(PROMPTS[0])
     page.get_by_role("button", name="Run detection").click()
     assert _wait_for(lambda: page.evaluate(TRACES_JS) == [PROMPTS[:1]], 120), page.evaluate(TRACES_JS)
-    page.get_by_text("Labelled 2 of 2 samples into 'clip_detections_2'", exact=True).wait_for()
+    page.get_by_text(re.compile(r"^Labelled 2 of 2 samples into 'clip_detections_2' \(0 crops encoded, [\d,]+ read "
+                                r"from the embedding store\)")).wait_for()  # a rerun computes no crop
     assert not dataset.has_sample_field("clip_detections_2_heatmap_purple_circle")
     emptied = page.locator('[data-cy="checkbox-clip_detections_2_heatmap_purple_circle"]')
     assert _wait_for(lambda: emptied.count() == 0, 30), "the emptied heatmap field stayed in the sidebar"

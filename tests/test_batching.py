@@ -18,8 +18,10 @@ from fiftyone_clip_zeroshot.core.options import LocalizeOptions
 from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
 from fiftyone_clip_zeroshot.shapes.world import render_scene
 
+# cache=False: each run encodes every crop itself, so that batched and one-by-one results are two
+# computations compared (with the store, the second would read the first's embeddings back)
 FAST = dict(window_scales=(0.3, 0.6), window_stride=0.5, context_scales=(0.5,), heatmap_size=64,
-            confidence_thresh=0.2)
+            confidence_thresh=0.2, cache=False)
 SIZES = [(200, 150), (260, 180), (150, 220)]  # images of different sizes share batches
 
 

@@ -33,6 +33,16 @@ def test_batching_benchmark_smoke():
     assert "2 together (images/s)" in out and "| yes |" in out and "| NO |" not in out
 
 
+def test_store_benchmark_smoke():
+    out = _run("benchmarks/store.py", "--scenes", "1", "--photos", "0", "--methods", "proposals", "dense",
+               "--device", "cpu")
+    rows = [line.split() for line in out.splitlines() if line.startswith("scenes ")]
+    assert [row[1] for row in rows] == ["proposals", "dense"]
+    for row in rows:
+        encoded, stored = row[6].split("+")  # warm, same prompts: every crop from the store
+        assert encoded == "0" and int(stored) > 0
+
+
 def test_gpu_script_smoke_on_the_cpu():
     result = subprocess.run(["bash", "benchmarks/gpu.sh", "--smoke", "--device", "cpu"], cwd=REPO, capture_output=True,
                             text=True, timeout=600, env={**os.environ, "PYTHON": sys.executable})
@@ -40,6 +50,8 @@ def test_gpu_script_smoke_on_the_cpu():
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert {row.split(" | ")[3] for row in rows} == {"sliding_window", "proposals", "dense"}
     assert "| reference loop |" in result.stdout and "| same results |" in result.stdout
+    assert result.stdout.count("| store: warm, new prompts |") == 3 and "= cache=False" in result.stdout
+    assert "DIFFERS" not in result.stdout
 
 
 def test_quality_benchmark_smoke():

@@ -130,7 +130,7 @@ def test_dense_runs_in_half_precision_like_the_gpu_path():
 
 def test_dense_tiles_halve_the_batch_on_out_of_memory_with_the_same_map(shapes_model, monkeypatch):
     image = np.asarray(SCENE.image)
-    expected = localize(image, ["red circle"], shapes_model, method="dense")[0]
+    expected = localize(image, ["red circle"], shapes_model, method="dense", cache=False)[0]  # both encode
     model = dataclasses.replace(shapes_model, batch_size=64)
     embeddings = model.model.vision_model.embeddings
     forward = embeddings.forward
@@ -141,7 +141,7 @@ def test_dense_tiles_halve_the_batch_on_out_of_memory_with_the_same_map(shapes_m
         return forward(pixel_values, **kwargs)
 
     monkeypatch.setattr(embeddings, "forward", small_gpu)
-    result = localize(image, ["red circle"], model, method="dense")[0]
+    result = localize(image, ["red circle"], model, method="dense", cache=False)[0]
     assert 0 < model.max_batch <= 8
     assert np.allclose(result.heatmap, expected.heatmap, atol=1e-4)  # batch size moves float sums by ~1e-5
 

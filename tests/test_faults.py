@@ -415,7 +415,7 @@ def test_six_runs_started_at_one_instant_on_one_field_one_runs_five_are_refused(
 
 def test_out_of_memory_halves_the_batch_and_gives_the_same_result(shapes_model, monkeypatch):
     image = np.asarray(_scene(1))
-    expected = fz.localize(image, PROMPTS, shapes_model, **FAST)
+    expected = fz.localize(image, PROMPTS, shapes_model, cache=False, **FAST)  # both runs encode every crop
     model = dataclasses.replace(shapes_model, batch_size=64)
     encode = model.model.get_image_features
 
@@ -425,7 +425,7 @@ def test_out_of_memory_halves_the_batch_and_gives_the_same_result(shapes_model, 
         return encode(pixel_values=pixel_values, **kwargs)
 
     monkeypatch.setattr(model.model, "get_image_features", small_gpu)
-    results = fz.localize(image, PROMPTS, model, **FAST)
+    results = fz.localize(image, PROMPTS, model, cache=False, **FAST)
     assert model.max_batch == 16
     for got, want in zip(results, expected):
         assert np.allclose(got.heatmap, want.heatmap, atol=1e-5)

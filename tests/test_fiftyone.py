@@ -1,6 +1,7 @@
 """The three ways users run the plugin, against a real embedded MongoDB: detect(), operators, apply_model."""
 
 import os
+import re
 from pathlib import Path
 
 import fiftyone as fo
@@ -184,8 +185,9 @@ def test_operator_lists_failed_samples_in_its_result(dataset, plugin_dir, monkey
     (run,) = service.list_operations(operator=OPERATOR, dataset_name=dataset.name)
     summary = run.result.result
     assert summary["failed"] == 1 and summary["failures"][0].startswith(f"{broken.id}: ImageLoadError")
-    assert summary["message"] == ("labelled 3 of 4 samples into 'op'; "
-                                  "1 failed and were left without labels (see failures)")
+    assert re.fullmatch(r"labelled 3 of 4 samples into 'op' \([\d,]+ crops encoded, [\d,]+ read from the "
+                        r"embedding store\); 1 failed and were left without labels \(see failures\)",
+                        summary["message"]), summary["message"]
     dataset.reload()
     assert dataset.count("op") == len(dataset) - 1
 

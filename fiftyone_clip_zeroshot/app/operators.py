@@ -30,7 +30,14 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from fiftyone_clip_zeroshot.app.panel import PANEL_NAME
-from fiftyone_clip_zeroshot.app.runner import DELEGATE_ABOVE, USER_ERRORS, JobOperator, job_config
+from fiftyone_clip_zeroshot.app.runner import (
+    DELEGATE_ABOVE,
+    EMBED_ALL_HELP,
+    EMBED_ALL_LABEL,
+    USER_ERRORS,
+    JobOperator,
+    job_config,
+)
 from fiftyone_clip_zeroshot.core.classify import DEFAULT_TEMPLATE
 from fiftyone_clip_zeroshot.core.localizers import METHODS, SUMMARIES
 from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL, available_models, form_default_model, model_hint
@@ -96,6 +103,7 @@ class DetectWithClip(JobOperator):
         inputs.int("batch_size", default=256, min=1, label="Crops per forward pass",
                    description="batch_size: windows, crops or tiles the encoder reads at once")
         inputs.bool("skip_existing", default=False, label="Skip samples that already have detections")
+        inputs.bool("embed_all_candidates", default=False, label=EMBED_ALL_LABEL, description=EMBED_ALL_HELP)
         inputs.int("workers", default=1, min=1, label="Workers",
                    description="Above 1: queue this many delegated operations over disjoint parts of the target, "
                                "one per `fiftyone delegated launch` worker (GPU) on this database")
@@ -141,13 +149,15 @@ class DetectWithClip(JobOperator):
             heatmaps=ctx.params.get("heatmaps", True),
             candidates_field=ctx.params.get("candidates_field") or None,
             skip_existing=ctx.params.get("skip_existing", False),
+            embed_all_candidates=bool(ctx.params.get("embed_all_candidates")),
             confidence_thresh=thresh,
             batch_size=ctx.params.get("batch_size"),
             **_model_params(ctx),
         )
 
     def outcome(self, job: DetectJob, done: int) -> str:
-        message = f"labelled {done - len(job.failures)} of {job.total} samples into {job.label_field!r}"
+        message = (f"labelled {done - len(job.failures)} of {job.total} samples into {job.label_field!r} "
+                   f"({job.crops_note()})")
         note = job.cap_note()
         return message + (f"; {note}" if note else "")
 

@@ -15,7 +15,8 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from fiftyone_clip_zeroshot.app.review import ReviewSection
-from fiftyone_clip_zeroshot.app.runner import DELEGATE_ABOVE, PANEL_STATUS
+from fiftyone_clip_zeroshot.app.runner import DELEGATE_ABOVE, EMBED_ALL_HELP, EMBED_ALL_LABEL, PANEL_STATUS
+from fiftyone_clip_zeroshot.core.embedding_store import open_store
 from fiftyone_clip_zeroshot.core.localizers import METHODS
 from fiftyone_clip_zeroshot.core.model import available_models, form_default_model, model_hint
 from fiftyone_clip_zeroshot.core.options import OptionsError, check_prompts, parse_prompts, thresholds_text
@@ -38,6 +39,7 @@ PANEL_NAME = "clip_zeroshot_panel"
 TARGETS = {"DATASET": "Dataset", "CURRENT_VIEW": "Current view", "SELECTED_SAMPLES": "Selected samples"}
 DEFAULTS = dict(prompts="", method=METHODS[0], threshold=None, target="CURRENT_VIEW", slider=0.5, direction="above")
 RAISED = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception): ")  # "ValueError: ..."
+EMBEDDED_COUNT_MAX = 2000  # the Run section counts the target's embedded samples up to this many
 NO_RUNS = "No detections of this plugin in the selected field yet: run detection above, or pick a field."
 
 
@@ -96,6 +98,7 @@ class ClipZeroShotPanel(ReviewSection, foo.Panel):
                       label_field=state.get("label_field") or unused_field_name(ctx.dataset),
                       confidence_thresh=state.get("threshold"), view_target=state.get("target"),
                       calibrated_from=state.get("inspect_field") if state.get("use_calibrated") else None,
+                      embed_all_candidates=bool(state.get("embed_all_candidates")),
                       delegate=count > DELEGATE_ABOVE, panel_id=ctx.panel_id)
         ctx.prompt(DETECT_URI, params=params, on_success=self.on_run_done, on_error=self.on_run_failed,
                    skip_prompt=True)
@@ -182,8 +185,11 @@ class ClipZeroShotPanel(ReviewSection, foo.Panel):
         target = types.RadioGroup(orientation="horizontal")
         for value, label in TARGETS.items():
             target.add_choice(value, label=label)
-        panel.enum("target", target.values(), label=f"Target ({samples_text(len(_target_view(ctx)))})",
-                   view=target, default=state.get("target"))
+        view = _target_view(ctx)
+        panel.enum("target", target.values(), label=f"Target ({samples_text(len(view))})", view=target,
+                   default=state.get("target"), description=embedded_text(view, state.get("model")))
+        panel.bool("embed_all_candidates", label=EMBED_ALL_LABEL, default=bool(state.get("embed_all_candidates")),
+                   description=EMBED_ALL_HELP)
         panel.str("label_field", label="Write detections to", default=state.get("label_field"),
                   on_change=self.on_edit, description=overwrite_note(ctx.dataset, state.get("label_field")))
         panel.btn("run", label="Run detection", on_click=self.on_run, variant="contained")
@@ -246,6 +252,19 @@ def _target_view(ctx):
     if target == "DATASET" or ctx.view is None:
         return ctx.dataset.view()
     return ctx.view
+
+
+def embedded_text(view, model: str | None) -> str:
+    """"Embedded: 48 of 50 samples …" when earlier runs stored the target's crops under ``model``
+    (a rerun with new prompts reads them back); "" when none, or past ``EMBEDDED_COUNT_MAX`` samples."""
+    store = open_store(True)
+    if store is None or not model or len(view) > EMBEDDED_COUNT_MAX:
+        return ""
+    count = store.embedded(view.values("filepath"), model)
+    if not count:
+        return ""
+    return (f"Embedded: {count} of {samples_text(len(view))} under `{model}`; new prompts on them read their crops "
+            "from the store")
 
 
 def samples_text(count: int) -> str:

@@ -16,6 +16,9 @@ from fiftyone_clip_zeroshot.labeling.jobs import SampleJob
 DELEGATE_ABOVE = 25  # samples; larger targets default to delegated execution
 USER_ERRORS = (ValueError, ModelLoadError)  # OptionsError, LabelingError and bad templates are ValueErrors
 PANEL_STATUS = "status"  # the panel state key a run started from a panel reports its progress to
+EMBED_ALL_LABEL = "Embed every candidate"  # the detect form's and the panel's embed_all_candidates
+EMBED_ALL_HELP = ("The first run encodes every candidate box once, so that later prompts on these samples "
+                  "encode nothing (the embedding store)")
 
 
 class JobOperator(foo.Operator):

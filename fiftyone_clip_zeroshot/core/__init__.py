@@ -1,5 +1,6 @@
 """The FiftyOne-free core: CLIP wrapper, window geometry, localizers and box extraction."""
 
+from fiftyone_clip_zeroshot.core.embedding_store import cache_info, clear_cache
 from fiftyone_clip_zeroshot.core.errors import ClipZeroShotError
 from fiftyone_clip_zeroshot.core.images import ImageLoadError, load_image
 from fiftyone_clip_zeroshot.core.localize import Localization, localize, propose
@@ -19,4 +20,6 @@ __all__ = [
     "load_model",
     "localize",
     "propose",
+    "cache_info",
+    "clear_cache",
 ]

@@ -8,7 +8,8 @@ mean probability of the proposals covering each cell, each crediting only its ce
 unread one counts with its ranking value). The other localizers pass their own map as
 ``support``: only the proposals it supports are read (``supported``), since a box outside every
 prompt's support could never take a prompt (``SUPPORT_GATE``), and they sharpen their own
-heatmaps with the reading's map (``sharpen``).
+heatmaps with the reading's map (``sharpen``). With ``embed_all_candidates`` and an embedding
+store, every proposal is encoded once, so that later prompts, whatever they pick, encode nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 
 from fiftyone_clip_zeroshot.core.localizers.evidence import SUPPORT_GATE, Evidence
 from fiftyone_clip_zeroshot.core.patch_tokens import dense_map
-from fiftyone_clip_zeroshot.core.regions import candidate_boxes
+from fiftyone_clip_zeroshot.core.regions import candidate_boxes, proposals_key
 from fiftyone_clip_zeroshot.core.windows import box_mean, box_support, coverage_mean, window_centres
 
 if TYPE_CHECKING:
@@ -39,8 +40,10 @@ def read(pixels: torch.Tensor, scorer: PromptScorer, opts: LocalizeOptions, heat
     ``supported`` ones are read; alone, past each prompt's cap, only the best by ``rank_map``. The
     others get probability 0 (they take no prompt) and count in the map with their support."""
     image_hw = (int(pixels.shape[1]), int(pixels.shape[2]))
-    boxes = candidate_boxes(pixels, opts)
+    boxes = scorer.remember(proposals_key(opts), lambda: candidate_boxes(pixels, opts))
     margins = opts.verify_margins or (0.1,)
+    if opts.embed_all_candidates and scorer.cache is not None:
+        scorer.boxes(pixels, boxes, margins)  # into the store; what follows reads its picks back from there
     if support is not None:
         values = box_support(support, boxes, image_hw).float()
         read = supported(values.cpu().numpy(), image_hw, opts)

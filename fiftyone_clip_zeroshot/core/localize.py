@@ -11,7 +11,7 @@ per-image min-max. Prompts compete: near-synonyms asked together share their pro
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ import torch
 
 from fiftyone_clip_zeroshot.core.batching import SharedEncoder
 from fiftyone_clip_zeroshot.core.detections import detect_objects
+from fiftyone_clip_zeroshot.core.embedding_store import Counts, open_store
 from fiftyone_clip_zeroshot.core.images import ImageInput, load_image
 from fiftyone_clip_zeroshot.core.localizers import LOCALIZERS
 from fiftyone_clip_zeroshot.core.model import ClipModel
@@ -36,7 +37,9 @@ class Localization:
     rounding); ``detections``: ``sv.Detections`` in image pixels with ``class_id`` = prompt
     index and ``data["prompt"]``; ``over_cap``: how many more boxes passed every test than
     ``max_detections`` let through (0: none was cut); ``candidates``: the image's ``(N, 4)`` xyxy
-    class-agnostic candidate boxes, the same array for every prompt (``propose``'s, with proposals).
+    class-agnostic candidate boxes, the same array for every prompt (``propose``'s, with proposals);
+    ``crops``: how many of the image's crops came from the embedding store and how many were
+    encoded (the same for every prompt of the image).
     """
 
     prompt: str
@@ -44,6 +47,7 @@ class Localization:
     detections: sv.Detections
     over_cap: int = 0
     candidates: np.ndarray | None = None
+    crops: Counts = field(default_factory=Counts)
 
 
 def localize(
@@ -64,7 +68,8 @@ def localize(
             hiding drops the score most is the object), ``"proposals"`` (class-agnostic regions
             read by CLIP as crops) or ``"dense"`` (CLIP's patch tokens, one forward per tile,
             give the map). Boxes are region proposals unless ``proposals=False``.
-        **options: ``LocalizeOptions`` fields (``confidence_thresh``, ``batch_size``, ...).
+        **options: ``LocalizeOptions`` fields (``confidence_thresh``, ``batch_size``, ...);
+            ``cache=False`` encodes every crop, without the embedding store.
     """
     prompts = check_prompts(prompts)
     opts = LocalizeOptions.create(method=method, **options)
@@ -88,7 +93,7 @@ def localize_tensor(
     pixels: torch.Tensor, prompts: list[str], model: ClipModel, opts: LocalizeOptions
 ) -> list[Localization]:
     """``localize`` for an already decoded uint8 ``(3, H, W)`` tensor on the model's device."""
-    return _localize(pixels, PromptScorer(model, prompts, opts.negative_prompts, opts.batch_size), prompts, opts)
+    return _localize(pixels, _scorer(model, prompts, opts), prompts, opts)
 
 
 def localize_batch(
@@ -97,7 +102,7 @@ def localize_batch(
     """``localize_tensor`` for several decoded images at once, their windows, crops and tiles
     encoded as one stream of batches (``core.batching``); each image's results are its own
     single-image results, or the exception that stopped that image (the others go on)."""
-    scorer = PromptScorer(model, prompts, opts.negative_prompts, opts.batch_size)
+    scorer = _scorer(model, prompts, opts)
     if len(images) == 1:
         try:
             return [_localize(images[0], scorer, prompts, opts)]
@@ -107,13 +112,20 @@ def localize_batch(
     return shared.shared.map(lambda pixels: _localize(pixels, shared, prompts, opts), images)
 
 
+def _scorer(model: ClipModel, prompts: list[str], opts: LocalizeOptions) -> PromptScorer:
+    return PromptScorer(model, prompts, opts.negative_prompts, opts.batch_size, open_store(opts.cache))
+
+
 def _localize(pixels: torch.Tensor, scorer: PromptScorer, prompts: list[str], opts: LocalizeOptions
               ) -> list[Localization]:
     heat_hw = heatmap_shape((int(pixels.shape[1]), int(pixels.shape[2])), opts.heatmap_size)
+    scorer = scorer.for_image(pixels)
     evidence = LOCALIZERS[opts.method](pixels, scorer, opts, heat_hw)
     detections = detect_objects(pixels, evidence, scorer, prompts, opts)
+    scorer.flush()
     heat = evidence.heatmap.clamp(0, 1).cpu().numpy().astype(np.float32)
-    return [Localization(prompt, heat[p], *detections[p], evidence.boxes) for p, prompt in enumerate(prompts)]
+    return [Localization(prompt, heat[p], *detections[p], evidence.boxes, scorer.counts)
+            for p, prompt in enumerate(prompts)]
 
 
 def heatmap_shape(image_hw: tuple[int, int], longest: int) -> tuple[int, int]:

@@ -6,6 +6,7 @@ checkpoints that ship inside this package (``"shapes-world"``), and loads them a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import socket
@@ -64,10 +65,26 @@ class ClipModel:
     batch_size: int = 256
     max_batch: int | None = None
     _text_cache: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    _fingerprint: str | None = field(default=None, repr=False)
 
     @property
     def logit_scale(self) -> float:
         return float(self.model.logit_scale.detach().exp())
+
+    @property
+    def fingerprint(self) -> str:
+        """What makes this model's image embeddings what they are: a digest of its weights, dtype,
+        input size, normalisation and device kind (the embedding store's model key)."""
+        if self._fingerprint is None:
+            digest = hashlib.blake2b(digest_size=12)
+            digest.update(repr((self.image_size, self.image_mean, self.image_std, str(self.dtype),
+                                self.device.type)).encode())
+            for name, tensor in sorted(self.model.state_dict().items()):
+                array = tensor.detach().cpu().contiguous()
+                digest.update(f"{name}{array.dtype}{tuple(array.shape)}".encode())
+                digest.update(array.reshape(-1).view(torch.uint8).numpy().data)
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
 
     @property
     def max_text_tokens(self) -> int:

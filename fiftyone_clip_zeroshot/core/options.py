@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, fields, replace
+from pathlib import PurePath
 from typing import Any
 
 from fiftyone_clip_zeroshot.core.errors import ClipZeroShotError
 from fiftyone_clip_zeroshot.core.localizers import METHODS
+from fiftyone_clip_zeroshot.core.localizers.occlusion import FILLS
 from fiftyone_clip_zeroshot.core.patch_tokens import ATTENTION
 from fiftyone_clip_zeroshot.core.regions import PROPOSAL_SIDE
 
 # measured with benchmarks/quality.py --panel
 DEFAULT_THRESH = {"sliding_window": 0.6, "occlusion": 0.5, "proposals": 0.6, "dense": 0.6}
-FILLS = ("mean", "black", "gray")
 # options for crowds of small objects in large images (aerial tiles): proposals segmented at native
 # resolution in 400-px tiles, at finer scales; measured with benchmarks/photos.py --small-objects
 SMALL_OBJECTS = {"proposal_tile": 400, "proposal_side": 400, "proposal_scales": (20, 60, 180)}
@@ -56,6 +57,8 @@ class LocalizeOptions:
     max_candidates: int = 30  # per prompt and 640x480: the proposals read, best supported (or ranked) first
     heatmap_size: int = 256
     batch_size: int | None = None
+    cache: bool | str = True  # the embedding store: True (the default folder), a folder, or False (none)
+    embed_all_candidates: bool = False  # store every candidate's crops, so that any later prompt reads them all back
 
     @classmethod
     def create(cls, **options: Any) -> LocalizeOptions:
@@ -66,7 +69,8 @@ class LocalizeOptions:
         unknown = sorted(set(options) - known)
         if unknown:
             raise OptionsError(f"unknown option(s) {unknown}; known options: {sorted(known)}")
-        given = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items() if v is not None}
+        given = {k: tuple(v) if isinstance(v, list) else str(v) if isinstance(v, PurePath) else v
+                 for k, v in options.items() if v is not None}
         opts = replace(cls(), **given)
         opts.validate()
         if opts.confidence_thresh is None:
@@ -107,6 +111,10 @@ class LocalizeOptions:
         check(self.max_detections >= 1, f"max_detections must be >= 1, got {self.max_detections}")
         check(self.heatmap_size >= 8, f"heatmap_size must be >= 8, got {self.heatmap_size}")
         check(self.batch_size is None or self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        check(isinstance(self.cache, (bool, str)) and self.cache != "",
+              f"cache must be True, False or a folder for the embedding store, got {self.cache!r}")
+        check(not isinstance(self.cache, str) or "://" not in self.cache or self.cache.startswith("file://"),
+              f"cache={self.cache!r}: the embedding store takes a folder (local or a shared mount) or a file:// URI")
         check(len(self.negative_prompts) > 0,
               "negative_prompts needs at least one prompt (e.g. 'a photo of background')")
 

@@ -54,7 +54,7 @@ def dense_logits(
     grid = WindowGrid.build(image_hw, side, side * opts.dense_stride, size)
     resized = grid.resize(pixels)
     tokens = scorer.encode(len(grid), lambda index: grid.crops(resized, index),
-                           encode=PatchTokens(opts.dense_attention, model))
+                           encode=PatchTokens(opts.dense_attention, model), keys=grid.keys())
     logits = scorer.scale * tokens.flatten(0, 2) @ scorer.text.T
     return coverage_mean(_patch_boxes(grid.boxes, tokens.shape[1]), logits, image_hw, heat_hw)
 
@@ -69,6 +69,11 @@ class PatchTokens:
 
     def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
         return patch_tokens(self.model, tiles, self.attention)
+
+    @property
+    def kind(self) -> str:
+        """The embedding store's name for these rows."""
+        return f"tokens:{self.attention}"
 
 
 @torch.inference_mode()

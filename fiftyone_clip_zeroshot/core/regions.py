@@ -51,6 +51,11 @@ def candidate_boxes(pixels: torch.Tensor, opts: LocalizeOptions) -> np.ndarray:
     return kept
 
 
+def proposals_key(opts: LocalizeOptions) -> str:
+    """The name under which the embedding store keeps an image's proposals at these options."""
+    return f"proposals:{opts.proposal_scales}:{opts.proposal_side}:{opts.proposal_tile}"
+
+
 def region_proposals(
     pixels: torch.Tensor, scales: Sequence[float] = (100, 300), min_side: float = 0.03, max_area: float = 0.9,
     side: int = PROPOSAL_SIDE,

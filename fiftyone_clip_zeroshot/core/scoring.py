@@ -1,4 +1,9 @@
-"""CLIP's zero-shot probabilities for prompts, and embeddings of boxes seen with some context."""
+"""CLIP's zero-shot probabilities for prompts, and embeddings of boxes seen with some context.
+
+Every encoder request names its rows by integer keys (the geometry that cut each crop), so that a
+scorer bound to an image (``for_image``) reads the rows the embedding store already holds and
+encodes only the rest (``core.embedding_store``).
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,14 @@ import numpy as np
 import torch
 
 from fiftyone_clip_zeroshot.core.boxes import with_context
+from fiftyone_clip_zeroshot.core.embedding_store import Counts, EmbeddingStore, ImageEmbeddings, pixels_digest
 from fiftyone_clip_zeroshot.core.model import ClipModel
-from fiftyone_clip_zeroshot.core.windows import crop_boxes
+from fiftyone_clip_zeroshot.core.windows import CONTEXT_CROP, crop_bounds, crop_boxes
 
 if TYPE_CHECKING:
     from fiftyone_clip_zeroshot.core.batching import SharedEncoder
+
+MakeBatch = Callable[[slice | np.ndarray], torch.Tensor]
 
 
 class PromptScorer:
@@ -23,17 +31,29 @@ class PromptScorer:
 
     ``batch_size`` is this run's crops per forward pass (``None``: the model's); it never changes the
     shared model. ``shared``: the ``SharedEncoder`` through which several images encode together
-    (``with_encoder``); None: this scorer encodes by itself.
+    (``with_encoder``); None: this scorer encodes by itself. ``store``: the embedding store, used
+    by the scorers ``for_image`` gives (``cache``: the image's entry; ``counts``: its crops).
     """
 
     def __init__(self, model: ClipModel, prompts: Sequence[str], negatives: Sequence[str],
-                 batch_size: int | None = None):
+                 batch_size: int | None = None, store: EmbeddingStore | None = None):
         self.model = model
         self.batch_size = batch_size
         self.scale = model.logit_scale
         self.count = len(prompts)
         self.text = model.encode_text([*prompts, *(n for n in negatives if n not in prompts)])
         self.shared: SharedEncoder | None = None
+        self.store = store
+        self.cache: ImageEmbeddings | None = None
+        self.counts = Counts()
+
+    def for_image(self, pixels: torch.Tensor) -> PromptScorer:
+        """This scorer for one image: its crops counted, and looked up in and added to the store."""
+        scorer = copy.copy(self)
+        scorer.counts = Counts()
+        if self.store is not None:
+            scorer.cache = self.store.entry(self.model.fingerprint, pixels_digest(pixels), self.model.dtype)
+        return scorer
 
     def with_encoder(self, shared: SharedEncoder) -> PromptScorer:
         """This scorer, encoding through ``shared`` (texts are not encoded again)."""
@@ -48,33 +68,71 @@ class PromptScorer:
     def encode(
         self,
         count: int,
-        make_batch: Callable[[slice], torch.Tensor],
+        make_batch: MakeBatch,
         encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        keys: np.ndarray | None = None,
     ) -> torch.Tensor:
-        """``model.encode_batches`` at this run's batch size (through ``shared`` when set)."""
+        """``model.encode_batches`` at this run's batch size (through ``shared`` when set) of the
+        rows the image's store entry lacks; ``keys``: ``(count, k)`` integers naming each row
+        (without them, or without an entry, every row is encoded). ``make_batch`` takes a slice
+        or an index array; ``encode`` names its rows' kind by a ``kind`` attribute (default ``"pooled"``)."""
+        if self.cache is None or keys is None or count == 0:
+            self.counts.computed += count
+            return self._encode(count, make_batch, encode)
+        kind = getattr(encode, "kind", "pooled")
+        found, missing = self.cache.lookup(kind, keys)
+        self.counts.stored += count - len(missing)
+        self.counts.computed += len(missing)
+        out: torch.Tensor | None = None
+        if len(missing):
+            new = self._encode(len(missing), lambda index: make_batch(missing[index]), encode)
+            self.cache.add(kind, np.asarray(keys)[missing], new)
+            out = new.new_empty((count, *new.shape[1:]))
+            out[torch.as_tensor(missing, device=new.device)] = new
+        hits = np.array([i for i, row in enumerate(found) if row is not None], np.int64)
+        if len(hits):
+            stored = torch.from_numpy(np.stack([found[i] for i in hits])).to(self.model.device, torch.float32)
+            out = stored.new_empty((count, *stored.shape[1:])) if out is None else out
+            out[torch.as_tensor(hits, device=out.device)] = stored
+        return out
+
+    def _encode(self, count: int, make_batch: MakeBatch, encode: Callable[[torch.Tensor], torch.Tensor] | None
+                ) -> torch.Tensor:
         if self.shared is not None:
             return self.shared.encode(count, make_batch, encode)
         return self.model.encode_batches(count, make_batch, self.batch_size, encode)
+
+    def remember(self, name: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """``compute()``, or the image's stored array of that ``name`` (``ImageEmbeddings.array``)."""
+        return compute() if self.cache is None else self.cache.array(name, compute)
+
+    def flush(self) -> None:
+        """Write the image's newly encoded rows to the store (nothing without one)."""
+        if self.cache is not None:
+            self.cache.flush()
 
     def boxes(self, pixels: torch.Tensor, xyxy: np.ndarray, margins: Sequence[float]) -> torch.Tensor:
         """Probabilities ``(N, P)`` of xyxy boxes, averaged over square crops with each margin."""
         if len(xyxy) == 0:
             return torch.zeros(0, self.count, device=self.model.device)
-        count, make_batch = context_crops(pixels, xyxy, margins, self.model.image_size)
-        return self(self.encode(count, make_batch)).view(len(margins), len(xyxy), -1).mean(0)
+        count, make_batch, keys = context_crops(pixels, xyxy, margins, self.model.image_size)
+        return self(self.encode(count, make_batch, keys=keys)).view(len(margins), len(xyxy), -1).mean(0)
 
 
 def context_crops(pixels: torch.Tensor, xyxy: np.ndarray, margins: Sequence[float],
-                  size: int) -> tuple[int, Callable[[slice], torch.Tensor]]:
-    """How many square crops frame each xyxy box with each margin (margin-major), and the
-    function that cuts a slice of them from ``pixels`` at ``size`` px."""
+                  size: int) -> tuple[int, MakeBatch, np.ndarray]:
+    """How many square crops frame each xyxy box with each margin (margin-major), the function
+    that cuts some of them from ``pixels`` at ``size`` px, and their keys (pixel bounds and size)."""
     image_hw = tuple(pixels.shape[1:])
     context = np.concatenate([with_context(np.asarray(xyxy).reshape(-1, 4), margin, image_hw) for margin in margins])
-    return len(context), lambda idx: crop_boxes(pixels, context[idx], size)
+    bounds = crop_bounds(context, image_hw)
+    keys = np.concatenate([np.full((len(bounds), 1), CONTEXT_CROP), bounds, np.full((len(bounds), 1), size)], 1)
+    return len(context), lambda idx: crop_boxes(pixels, context[idx], size), keys
 
 
 def embed_in_context(pixels: torch.Tensor, xyxy: np.ndarray, margins: Sequence[float], model: ClipModel,
                      batch_size: int | None = None) -> torch.Tensor:
     """Embeddings ``(len(margins) * N, D)`` of ``context_crops``, encoded batch by batch on the
     model's device."""
-    return model.encode_batches(*context_crops(pixels, xyxy, margins, model.image_size), batch_size)
+    count, make_batch, _ = context_crops(pixels, xyxy, margins, model.image_size)
+    return model.encode_batches(count, make_batch, batch_size)

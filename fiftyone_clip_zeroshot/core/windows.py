@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 
 MIN_WINDOW_PX = 16  # smaller windows show CLIP nothing; this also bounds the work on thin strips
+# the first column of a crop's key in the embedding store: how the crop was cut from the pixels
+WINDOW_CROP, CONTEXT_CROP, OCCLUDED_CROP = 1, 2, 3
 
 
 def positions(length: int, window: int, stride: int) -> np.ndarray:
@@ -68,6 +70,13 @@ class WindowGrid:
         scale = np.array([width / rw, height / rh, width / rw, height / rh])
         return np.concatenate([off, off + self.size], 1) * scale
 
+    def keys(self) -> np.ndarray:
+        """``(N, 6)`` int64 store keys of the windows: ``WINDOW_CROP``, the resized image's size,
+        the offset and the window's side (all that decides a window's pixels)."""
+        head = np.array([WINDOW_CROP, *self.resized_hw], np.int64)
+        return np.concatenate([np.tile(head, (len(self), 1)), self.offsets,
+                               np.full((len(self), 1), self.size, np.int64)], 1)
+
     def resize(self, image: torch.Tensor) -> torch.Tensor:
         """uint8 ``(3, H, W)`` → float ``(3, *resized_hw)`` in 0..255, antialiased."""
         return resize(image, self.resized_hw)
@@ -95,15 +104,21 @@ def resize(image: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
 def crop_boxes(image: torch.Tensor, boxes: np.ndarray, size: int) -> torch.Tensor:
     """Arbitrary xyxy ``boxes`` (image px) cut from uint8 ``(3, H, W)`` ``image`` and resized to
     ``(n, 3, size, size)`` floats, antialiased. One resize per box: meant for tens of boxes."""
-    height, width = image.shape[1:]
-    crops = []
-    for x1, y1, x2, y2 in np.asarray(boxes, np.float64):
-        left, top = int(np.clip(np.floor(x1), 0, width - 1)), int(np.clip(np.floor(y1), 0, height - 1))
-        right, bottom = int(np.clip(np.ceil(x2), left + 1, width)), int(np.clip(np.ceil(y2), top + 1, height))
-        crops.append(resize(image[:, top:bottom, left:right], (size, size)))
+    crops = [resize(image[:, top:bottom, left:right], (size, size))
+             for left, top, right, bottom in crop_bounds(boxes, tuple(image.shape[1:]))]
     if not crops:
         return torch.empty(0, 3, size, size, device=image.device)
     return torch.stack(crops)
+
+
+def crop_bounds(boxes: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
+    """``(n, 4)`` int64 pixel bounds (left, top, right, bottom; ends exclusive, at least one pixel)
+    that ``crop_boxes`` cuts for xyxy ``boxes``."""
+    height, width = image_hw
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    left, top = np.clip(np.floor(b[:, 0]), 0, width - 1), np.clip(np.floor(b[:, 1]), 0, height - 1)
+    right, bottom = np.clip(np.ceil(b[:, 2]), left + 1, width), np.clip(np.ceil(b[:, 3]), top + 1, height)
+    return np.stack([left, top, right, bottom], 1).astype(np.int64)
 
 
 def gather(image: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, size: int) -> torch.Tensor:

@@ -19,6 +19,7 @@ import fiftyone as fo
 import torch
 
 from fiftyone_clip_zeroshot.core.batching import default_image_batch
+from fiftyone_clip_zeroshot.core.embedding_store import Counts, open_store, pixels_digest
 from fiftyone_clip_zeroshot.core.localize import Localization, localize_batch
 from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL, ClipModel
 from fiftyone_clip_zeroshot.core.options import (
@@ -116,10 +117,14 @@ class DetectJob(SampleJob):
         self._run: DetectRun | None = None
         self._claim = claim_store.claim_key(dataset_name(samples), label_field)
         self.capped: Counter[str] = Counter()  # prompt -> samples where max_detections cut its boxes
+        self.crops = Counts()  # the run's crops: read from the embedding store, and encoded
         super().__init__()
 
     def start(self) -> None:
         self._old_pngs: list[Path] = []
+        self._store = open_store(self.options.cache)
+        if self._store is not None:  # for the App's "embedded" count, which loads no model
+            self._store.note(f"model:{self.model.name}", {"fingerprint": self.model.fingerprint})
         if self.part_of is None:
             self._run = self.record(owner=claim_store.this_process())
             self._run.save(self.samples)
@@ -170,6 +175,7 @@ class DetectJob(SampleJob):
             try:
                 if isinstance(results, Exception):
                     raise results
+                self.crops += results[0].crops
                 outcomes.append(self._labels(sample, pixels, results))
             except Exception as error:  # noqa: BLE001 - reported per sample, see skip_failures
                 outcomes.append(error)
@@ -178,6 +184,8 @@ class DetectJob(SampleJob):
     def _labels(self, sample: fo.Sample, pixels: torch.Tensor, results: list[Localization]
                 ) -> dict[str, fo.Label | None]:
         labels: dict[str, fo.Label | None] = self._stored(sample, pixels, results)
+        if self._store is not None:
+            self._store.note_file(sample.filepath, pixels_digest(pixels))
         self.capped.update(result.prompt for result in results if result.over_cap)
         fields = [*self.heatmap_fields, *self.stale_fields]
         self._old_pngs += [path for path in _png_paths(sample, fields, self.previous_field_dir)
@@ -212,6 +220,11 @@ class DetectJob(SampleJob):
         cut = ", ".join(f"{prompt!r} on {n} sample{'s' * (n > 1)}" for prompt, n in self.capped.items())
         return (f"max_detections={self.options.max_detections} cut the boxes of {cut}; "
                 "rerun with a higher max_detections to keep them all")
+
+    def crops_note(self) -> str:
+        """How many crops the run encoded and read from the embedding store, as a sentence."""
+        note = f"{self.crops.computed:,} crops encoded, {self.crops.stored:,} read from the embedding store"
+        return note + (" (cache=False)" if self.options.cache is False else "")
 
     def record(self, **fields: Any) -> DetectRun:
         """The record of this run: how the labels are made, with the values the run used (the
@@ -275,7 +288,8 @@ def detect(
             database to run; ``run_status`` follows them. Needs a persistent dataset.
         candidates_field: also store each image's class-agnostic candidate boxes (``fz.propose``'s,
             labelled ``candidate``) in this field, to see what the method could choose from.
-        **options: other ``LocalizeOptions`` fields (window scales, strides, ...).
+        **options: other ``LocalizeOptions`` fields (window scales, strides, ...); ``cache``: the
+            embedding store (True: the default folder, a folder, or False: encode every crop).
     """
     job = DetectJob(
         samples, prompts, method=method, model=model, label_field=label_field, heatmaps=heatmaps,
@@ -293,9 +307,9 @@ def detect(
               f"{label_field!r})")
         return job.fields
     run_job(job, progress)
-    note = job.cap_note()
-    if note:
-        print(note)
+    for note in (job.crops_note() if progress is not False else "", job.cap_note()):
+        if note:
+            print(note)
     return job.fields
 
 

@@ -18,7 +18,7 @@ import torch
 
 from fiftyone_clip_zeroshot.core import candidates
 from fiftyone_clip_zeroshot.core.localizers.evidence import Evidence
-from fiftyone_clip_zeroshot.core.windows import coverage_mean, positions, window_centres, window_grids
+from fiftyone_clip_zeroshot.core.windows import OCCLUDED_CROP, coverage_mean, positions, window_centres, window_grids
 
 if TYPE_CHECKING:
     from fiftyone_clip_zeroshot.core.model import ClipModel
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 SUMMARY = "Hide patches of context windows; where the score drops is the object"
 OCCLUSION_GRID = 32  # cells per side of a context's drop map
 DROP_FRACTION = 0.5  # a cell belongs to the object where its drop is >= this x the context's largest
+FILLS = ("mean", "black", "gray")  # what hides an occluder's pixels
 
 
 def localize(pixels: torch.Tensor, scorer: PromptScorer, opts: LocalizeOptions, heat_hw: tuple[int, int]) -> Evidence:
@@ -72,6 +73,17 @@ def _occluder_masks(size: int, opts: LocalizeOptions, device: torch.device) -> t
     return masks, boxes.astype(np.float64)
 
 
+def _occluded_keys(windows: np.ndarray, occluders: np.ndarray, fill: str) -> np.ndarray:
+    """Store keys of each window (``WindowGrid.keys``) with each occluder (in input px) hidden by
+    ``fill``, window-major like the occluded crops."""
+    count = len(occluders)
+    head = np.repeat(windows, count, 0)
+    head[:, 0] = OCCLUDED_CROP
+    tail = np.tile(np.concatenate([occluders.astype(np.int64), np.full((count, 1), FILLS.index(fill))], 1),
+                   (len(windows), 1))
+    return np.concatenate([head, tail], 1)
+
+
 def _fill_value(model: ClipModel, fill: str, device: torch.device) -> torch.Tensor:
     rgb = {"mean": [255 * m for m in model.image_mean], "black": [0.0] * 3, "gray": [127.5] * 3}[fill]
     return torch.tensor(rgb, device=device).view(1, 3, 1, 1)
@@ -89,18 +101,21 @@ def _occlude(
     all_boxes, all_drops, all_contexts, all_base = [], [], [], []
     for grid in window_grids(tuple(pixels.shape[1:]), opts.context_scales, opts.context_stride, size):
         resized = grid.resize(pixels)
-        base = scorer(scorer.encode(len(grid), lambda idx, grid=grid, resized=resized: grid.crops(resized, idx)))
+        windows = grid.keys()
+        base = scorer(scorer.encode(len(grid), lambda idx, grid=grid, resized=resized: grid.crops(resized, idx),
+                                    keys=windows))
         active = torch.nonzero(base.max(1).values >= opts.confidence_thresh / 2).flatten().cpu().numpy()
 
-        def occluded(idx: slice, grid=grid, resized=resized, active=active) -> torch.Tensor:
-            flat = np.arange(idx.start, idx.stop)
+        def occluded(idx: slice | np.ndarray, grid=grid, resized=resized, active=active) -> torch.Tensor:
+            flat = np.arange(len(active) * count)[idx]
             crops = grid.crops(resized, active[flat // count])
             mask = keep[flat % count]
             return crops * mask + fill * (1 - mask)
 
         drops = torch.zeros(len(grid), count, base.shape[1], device=base.device)
         if len(active):
-            hidden = scorer(scorer.encode(len(active) * count, occluded)).view(len(active), count, -1)
+            keys = _occluded_keys(windows[active], occluders, opts.occluder_fill)
+            hidden = scorer(scorer.encode(len(active) * count, occluded, keys=keys)).view(len(active), count, -1)
             drops[active] = (base[active][:, None, :] - hidden).clamp(min=0)
         contexts = grid.boxes
         scale = (contexts[:, 2:] - contexts[:, :2]) / size

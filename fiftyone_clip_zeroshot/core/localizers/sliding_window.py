@@ -45,6 +45,7 @@ def score_windows(
     out = []
     for grid in window_grids(tuple(pixels.shape[1:]), scales, stride, scorer.model.image_size):
         resized = grid.resize(pixels)
-        embeddings = scorer.encode(len(grid), lambda idx, grid=grid, resized=resized: grid.crops(resized, idx))
+        embeddings = scorer.encode(len(grid), lambda idx, grid=grid, resized=resized: grid.crops(resized, idx),
+                                   keys=grid.keys())
         out.append((grid.boxes, scorer(embeddings)))
     return out
