@@ -75,7 +75,8 @@ def test_tiled_proposals_find_small_objects_the_whole_image_misses():
 
 
 def _crops(model, run) -> int:
-    """Images the vision tower encoded while ``run()`` ran."""
+    """Images the vision tower encoded while ``run()`` ran (runs pass cache=False, so that each
+    counts its own reads, not what an earlier one left in the embedding store)."""
     count = [0]
     hook = model.model.vision_model.embeddings.register_forward_hook(
         lambda module, inputs, output: count.__setitem__(0, count[0] + output.shape[0]))
@@ -90,7 +91,7 @@ def test_only_supported_candidates_are_read_and_at_most_max_candidates(shapes_mo
     scene = held_out_scenes(2)[1]
     prompts = ["red circle", "blue square", "green star"]
     crops = {cap: _crops(shapes_model, lambda cap=cap: fz.localize(scene.image, prompts[:1], shapes_model,
-                                                                   method="dense", max_candidates=cap))
+                                                                   method="dense", max_candidates=cap, cache=False))
              for cap in (1, 2, 10_000)}
     assert crops[1] <= crops[2] < crops[10_000]  # a higher cap reads more boxes (3 crops each; ties go together)
     assert (crops[10_000] - crops[1]) % 3 == 0
@@ -107,12 +108,12 @@ def test_proposals_alone_read_every_candidate_up_to_the_cap_then_only_the_best_r
     few, many = fz.propose(scene.image), fz.propose(photo.image)
     assert len(few) <= 30 < len(many)
     reads = {name: _crops(shapes_model, lambda image=image: fz.localize(image, ["red circle"], shapes_model,
-                                                                        method="proposals"))
+                                                                        method="proposals", cache=False))
              for name, image in (("scene", scene.image), ("photo", photo.image))}
     assert reads["scene"] == 3 * len(few)  # under the cap: every candidate on three crops, no map
     assert 3 * 30 <= reads["photo"] < len(many)  # past it: a cheap map's tiles and the 30 best it ranks (and ties)
     uncapped = _crops(shapes_model, lambda: fz.localize(photo.image, ["red circle"], shapes_model,
-                                                        method="proposals", max_candidates=len(many)))
+                                                        method="proposals", max_candidates=len(many), cache=False))
     assert uncapped == 3 * len(many)
 
 
