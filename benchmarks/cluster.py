@@ -68,8 +68,9 @@ class LocalMongo:
 
 
 def environment(mongo: LocalMongo, root: Path) -> dict[str, str]:
-    """What every process of this deployment shares: the database, and the plugin installed in a
-    plugins folder (the repository linked there, as a user would clone it)."""
+    """What every process of this deployment shares: the database, the plugin installed in a
+    plugins folder (the repository linked there, as a user would clone it), and an embedding store
+    of its own (never the user's, nor another deployment's)."""
     plugins = Path(root) / "plugins"
     plugins.mkdir(parents=True, exist_ok=True)
     if not (plugins / "fiftyone-clip-zeroshot").exists():
@@ -78,6 +79,7 @@ def environment(mongo: LocalMongo, root: Path) -> dict[str, str]:
     return {**env, "FIFTYONE_DATABASE_URI": mongo.uri, "FIFTYONE_PLUGINS_DIR": str(plugins),
             "FIFTYONE_DEFAULT_DATASET_DIR": str(Path(root) / "datasets"), "FIFTYONE_DO_NOT_TRACK": "true",
             "FIFTYONE_CONFIG_PATH": str(Path(root) / "fiftyone-config.json"), "HF_HUB_OFFLINE": "1",
+            "FIFTYONE_CLIP_ZEROSHOT_CACHE_DIR": str(Path(root) / "embeddings"),
             "PYTHONPATH": str(REPO)}
 
 
