@@ -254,13 +254,12 @@ def _target_view(ctx):
     return ctx.view
 
 
-def embedded_text(view, model: str | None) -> str:
+def embedded_text(view: fo.core.collections.SampleCollection, model: str | None) -> str:
     """"Embedded: 48 of 50 samples …" when earlier runs stored the target's crops under ``model``
     (a rerun with new prompts reads them back); "" when none, or past ``EMBEDDED_COUNT_MAX`` samples."""
-    store = open_store(True)
-    if store is None or not model or len(view) > EMBEDDED_COUNT_MAX:
+    if not model or len(view) > EMBEDDED_COUNT_MAX:
         return ""
-    count = store.embedded(view.values("filepath"), model)
+    count = open_store(True).embedded(view.values("filepath"), model)
     if not count:
         return ""
     return (f"Embedded: {count} of {samples_text(len(view))} under `{model}`; new prompts on them read their crops "
