@@ -4,6 +4,7 @@
     python benchmarks/quality.py --model shapes-world    # one model: a packaged name or a CLIP folder
     python benchmarks/quality.py --panel --hard          # every scene set: easy, hard and photo
     python benchmarks/quality.py --panel --sets photo    # one scene set
+    python benchmarks/quality.py --panel --prompt-templates photo   # prompts as template ensembles
 
 Every colour×shape class is prompted on every scene, so prompts of absent classes are measured
 too. Scene sets: ``easy`` — today's held-out scenes (512x384, 0–6 flat-filled shapes of 24–220 px,
@@ -31,6 +32,7 @@ from fiftyone_clip_zeroshot.core.model import PACKAGED_MODELS
 from fiftyone_clip_zeroshot.core.quality import COLUMNS
 from fiftyone_clip_zeroshot.photos import background_images
 from fiftyone_clip_zeroshot.shapes.evaluate import SCENE_SETS, evaluate, held_out_scenes, zero_shot_accuracy
+from fiftyone_clip_zeroshot.shapes.world import CAPTION_TEMPLATES
 
 
 def main() -> None:
@@ -42,7 +44,11 @@ def main() -> None:
     parser.add_argument("--hard", action="store_true", help="all scene sets: easy, hard and photo")
     parser.add_argument("--device", default=None)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--prompt-templates", default=None,
+                        help="read each class through a template set (core.prompt_templates), e.g. photo; "
+                             "'captions': the templates the test models were trained on")
     args = parser.parse_args()
+    templates = CAPTION_TEMPLATES if args.prompt_templates == "captions" else args.prompt_templates
 
     names = list(PACKAGED_MODELS) if args.panel else args.model
     sets = list(SCENE_SETS) if args.hard else args.sets
@@ -58,7 +64,8 @@ def main() -> None:
         accuracy[name] = zero_shot_accuracy(model, 600), zero_shot_accuracy(model, 600, photos=photos)
         for scene_set in sets:
             for method in args.methods:
-                print(evaluate(model, scenes[scene_set], method).row(name, scene_set), flush=True)
+                quality = evaluate(model, scenes[scene_set], method, prompt_templates=templates)
+                print(quality.row(name, scene_set), flush=True)
     print("\nzero-shot accuracy, 600 held-out single-object crops, 30 classes (backgrounds as the easy set's / cut "
           "from the photo set's photos):")
     for name, (flat, photo) in accuracy.items():

@@ -15,7 +15,10 @@ measured on models that were not built for them:
   layers), single-object and background crops only, another seed;
 - ``shapes-photo``: shapes-world's kinds of crops, half of them on cuts of installed photos that
   no benchmark uses (``photos.training_backgrounds``), patch 16 at 64 px; trained in two runs, the
-  second (``--init`` the first's folder) with more photos and more empty crops.
+  second (``--init`` the first's folder) with more photos and more empty crops;
+- ``shapes-siglip``: another family, a ``transformers.SiglipModel`` (attention-pooled vision
+  tower, no class token, no image projection) trained with SigLIP's pairwise sigmoid loss on
+  shapes-world's kinds of crops, patch 16 at 64 px, texts padded to their full length as SigLIP's are.
 
     python scripts/train_shapes_clip.py --recipe shapes-alt-text        # see README for timings
     python scripts/train_shapes_clip.py --recipe shapes-photo-base --out /tmp/base
@@ -38,7 +41,16 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
+from transformers import (
+    AutoModel,
+    CLIPConfig,
+    CLIPImageProcessor,
+    CLIPModel,
+    CLIPTokenizer,
+    SiglipConfig,
+    SiglipImageProcessor,
+    SiglipModel,
+)
 
 from fiftyone_clip_zeroshot.core.model import PACKAGED_MODELS
 from fiftyone_clip_zeroshot.photos import training_backgrounds
@@ -81,6 +93,7 @@ class Recipe:
     lr: float = 1e-3
     init: str | None = None  # a recipe whose trained weights this one starts from (``--init``)
     extra_words: tuple[str, ...] = ()
+    family: str = "clip"  # or "siglip": SigLIP's architecture, loss and text padding
     text: dict = field(default_factory=lambda: dict(hidden_size=128, intermediate_size=512, num_hidden_layers=3,
                                                      num_attention_heads=4))
 
@@ -138,6 +151,12 @@ RECIPES: dict[str, Recipe] = {
         describe=_describe_label, matches=lambda cap, label: cap.matches(label),
     ),
 }
+RECIPES["shapes-siglip"] = Recipe(
+    seed=41, image_size=64, family="siglip", batch_size=128, steps=3000,
+    vision=dict(patch_size=8, hidden_size=160, intermediate_size=640, num_hidden_layers=4, num_attention_heads=4),
+    text=dict(hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4),
+    render=_single_crops(None), describe=_describe_label, matches=lambda cap, label: cap.matches(label),
+)
 RECIPES["shapes-photo"] = replace(  # then more photos and more empty crops: photo clutter is not a shape
     RECIPES["shapes-photo-base"], seed=32, steps=1200, lr=3e-4, init="shapes-photo-base",
     render=_single_crops({"object": 0.5, "fragment": 0.1, "group": 0.05, "background": 0.35}, photo_share=0.7),
@@ -160,18 +179,46 @@ def render_pool(name: str, count: int, workers: int = 2) -> tuple[torch.Tensor, 
     return images, [label for p in parts for label in p[1]]
 
 
-def model_config(recipe: Recipe, tokenizer: CLIPTokenizer) -> CLIPConfig:
+SIGLIP_TEXT_TOKENS = 64  # SigLIP pads every text to its full length; the pooled state is the last one
+
+
+def new_model(recipe: Recipe, tokenizer: CLIPTokenizer) -> CLIPModel | SiglipModel:
+    """A freshly initialised model of the recipe's family and size."""
     specials = dict(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    text = dict(vocab_size=len(tokenizer), max_position_embeddings=77, **recipe.text, **specials)
     vision = dict(image_size=recipe.image_size, **recipe.vision)
-    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=128)
+    if recipe.family == "siglip":
+        # No image projection: the text head must land in the vision width.
+        text = dict(vocab_size=len(tokenizer), max_position_embeddings=SIGLIP_TEXT_TOKENS,
+                    projection_size=recipe.vision["hidden_size"], **recipe.text, **specials)
+        model = SiglipModel(SiglipConfig(text_config=text, vision_config=vision))
+        with torch.no_grad():  # the SigLIP paper's start; at transformers' zeros the loss crawls
+            model.logit_scale.fill_(math.log(10))
+            model.logit_bias.fill_(-10)
+        return model
+    text = dict(vocab_size=len(tokenizer), max_position_embeddings=77, **recipe.text, **specials)
+    return CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=128))
 
 
-def normalize(images: torch.Tensor, processor: CLIPImageProcessor) -> torch.Tensor:
+def image_processor(recipe: Recipe) -> CLIPImageProcessor | SiglipImageProcessor:
+    size = recipe.image_size
+    if recipe.family == "siglip":
+        return SiglipImageProcessor(size={"height": size, "width": size})
+    return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+
+
+def tokenize(recipe: Recipe, tokenizer: CLIPTokenizer, texts: list[str]) -> dict:
+    """Token ids as the family's model reads them: SigLIP's padded to full length, without a mask."""
+    if recipe.family == "siglip":
+        return {"input_ids": tokenizer(texts, padding="max_length", max_length=SIGLIP_TEXT_TOKENS,
+                                       return_tensors="pt")["input_ids"]}
+    return dict(tokenizer(texts, padding=True, return_tensors="pt"))
+
+
+def normalize(images: torch.Tensor, processor: CLIPImageProcessor | SiglipImageProcessor) -> torch.Tensor:
     mean = torch.tensor(processor.image_mean).view(1, 3, 1, 1)
     std = torch.tensor(processor.image_std).view(1, 3, 1, 1)
     return (images.float() / 255 - mean) / std
@@ -201,6 +248,21 @@ def contrastive_loss(
     return (F.cross_entropy(logits, image_target) + F.cross_entropy(logits.T, text_target)) / 2
 
 
+def sigmoid_loss(
+    model: SiglipModel, pixels: torch.Tensor, tokens: dict, positive: torch.Tensor, specificity: torch.Tensor
+) -> torch.Tensor:
+    """SigLIP's loss: every image-caption pair is its own binary question, ``positive`` or not
+    (``specificity`` is unused: a general caption that truly describes an image is simply true)."""
+    image = F.normalize(model.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
+    text = F.normalize(model.get_text_features(**tokens).pooler_output, dim=-1)
+    logits = model.logit_scale.exp() * image @ text.T + model.logit_bias
+    signs = positive.float() * 2 - 1
+    return -F.logsigmoid(signs * logits).sum(1).mean()
+
+
+LOSSES = {"clip": contrastive_loss, "siglip": sigmoid_loss}
+
+
 def train(name: str, out: Path, steps: int, batch_size: int, pool_size: int, lr: float,
           checkpoint_every: int = 400, init: Path | None = None) -> None:
     recipe = RECIPES[name]
@@ -210,9 +272,8 @@ def train(name: str, out: Path, steps: int, batch_size: int, pool_size: int, lr:
     out.mkdir(parents=True, exist_ok=True)
     write_tokenizer_files(out, recipe.extra_words)
     tokenizer = CLIPTokenizer(vocab=str(out / "vocab.json"), merges=str(out / "merges.txt"), model_max_length=77)
-    size = recipe.image_size
-    processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
-    model = CLIPModel.from_pretrained(init).float() if init else CLIPModel(model_config(recipe, tokenizer))
+    processor = image_processor(recipe)
+    model = AutoModel.from_pretrained(init).float() if init else new_model(recipe, tokenizer)
 
     t0 = time.time()
     images, labels = render_pool(name, pool_size)
@@ -231,9 +292,9 @@ def train(name: str, out: Path, steps: int, batch_size: int, pool_size: int, lr:
         batch_labels = [labels[i] for i in idx.tolist()]
         captions = [recipe.describe(label, rng) for label in batch_labels]
         positive = torch.tensor([[recipe.matches(c.key, label) for c in captions] for label in batch_labels])
-        tokens = tokenizer([c.text for c in captions], padding=True, return_tensors="pt")
+        tokens = tokenize(recipe, tokenizer, [c.text for c in captions])
         specificity = torch.tensor([c.weight for c in captions])
-        loss = contrastive_loss(model, pixels, dict(tokens), positive, specificity)
+        loss = LOSSES[recipe.family](model, pixels, tokens, positive, specificity)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -248,7 +309,8 @@ def train(name: str, out: Path, steps: int, batch_size: int, pool_size: int, lr:
     print(f"saved to {out} after {time.time() - t0:.0f}s of training", flush=True)
 
 
-def save(model: CLIPModel, tokenizer: CLIPTokenizer, processor: CLIPImageProcessor, out: Path) -> None:
+def save(model: CLIPModel | SiglipModel, tokenizer: CLIPTokenizer,
+         processor: CLIPImageProcessor | SiglipImageProcessor, out: Path) -> None:
     """Save weights as fp16 safetensors (half the size; ``load_model`` casts to the device's dtype)."""
     copy.deepcopy(model).half().save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -63,7 +63,7 @@ def test_the_transformers_layer_api_that_dense_reads_still_computes_clips_own_fo
 
 
 def test_a_layer_api_that_moved_is_one_clear_error():
-    with pytest.raises(RuntimeError, match="dense localizer reads CLIP's vision layers.*lacks embeddings"):
+    with pytest.raises(RuntimeError, match="dense localizer reads the vision tower.s layers.*lacks embeddings"):
         check_layer_api(torch.nn.Module())
 
 

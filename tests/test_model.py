@@ -71,7 +71,7 @@ def test_unreachable_hub_fails_fast_without_offline_mode(monkeypatch):
 
 def test_folder_that_is_not_a_clip_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(ModelLoadError, match="is not a CLIP checkpoint folder"):
+    with pytest.raises(ModelLoadError, match="is not a CLIP-family checkpoint folder"):
         load_model(str(tmp_path), device="cpu")
 
 

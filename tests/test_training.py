@@ -30,7 +30,8 @@ def photo_base(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("recipe", ["shapes-world", "shapes-alt-text", "shapes-single-object", "shapes-photo-base"])
+@pytest.mark.parametrize("recipe", ["shapes-world", "shapes-alt-text", "shapes-single-object", "shapes-photo-base",
+                                    "shapes-siglip"])
 def test_recipe_trains_and_loads(recipe, tmp_path, request):
     if recipe == "shapes-photo-base":
         out = request.getfixturevalue("photo_base")
@@ -41,6 +42,7 @@ def test_recipe_trains_and_loads(recipe, tmp_path, request):
     model = load_model(str(out), device="cpu")
     assert model.encode_text(["a red circle and a blue star"]).shape[0] == 1
     assert model.image_size == (96 if recipe == "shapes-single-object" else 64)
+    assert model.family.name == ("SigLIP" if recipe == "shapes-siglip" else "CLIP")
 
 
 def test_a_recipe_that_starts_from_another_needs_its_weights(tmp_path, photo_base):

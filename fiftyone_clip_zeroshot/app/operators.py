@@ -14,6 +14,8 @@ are one text, separated by commas or new lines, as the forms send them (a list w
 - ``verify_labels``: ``label_field`` (a Detections field), ``classes`` (default: its labels),
   ``margin``, ``relabel_field``;
 - ``classify_images``: ``classes``, ``template``, ``label_field``, ``store_logits``;
+- ``detect``, ``verify_labels`` and ``classify_images`` also take ``prompt_templates`` (a set's name, see
+  ``core.prompt_templates``; "none" or empty: prompts read as typed);
 - ``evaluate_and_review``: ``pred_field``, ``gt_field``, ``eval_key``, ``confidence_below``, ``tag``
   (runs at once, then opens the review patches);
 - ``promote_labels``: ``label_field`` (the reviewed field), ``dest_field`` (the curated one; runs at once
@@ -34,13 +36,24 @@ from fiftyone_clip_zeroshot.app.runner import (
     DELEGATE_ABOVE,
     EMBED_ALL_HELP,
     EMBED_ALL_LABEL,
+    NO_TEMPLATES,
+    TEMPLATES_HELP,
+    TEMPLATES_LABEL,
     USER_ERRORS,
     JobOperator,
     job_config,
+    templates_param,
+    templates_view,
 )
 from fiftyone_clip_zeroshot.core.classify import DEFAULT_TEMPLATE
 from fiftyone_clip_zeroshot.core.localizers import METHODS, SUMMARIES
-from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL, available_models, form_default_model, model_hint
+from fiftyone_clip_zeroshot.core.model import (
+    DEFAULT_MODEL,
+    available_models,
+    form_default_model,
+    model_hint,
+    model_label,
+)
 from fiftyone_clip_zeroshot.core.options import parse_prompts, thresholds_text
 from fiftyone_clip_zeroshot.labeling.calibrate import calibrated_thresholds
 from fiftyone_clip_zeroshot.labeling.curate import (
@@ -59,7 +72,8 @@ from fiftyone_clip_zeroshot.labeling.runs import DetectRun, plugin_fields
 from fiftyone_clip_zeroshot.labeling.shards import queue_shards, shard_job_options
 
 SEPARATED = "separated by commas or new lines"
-SUGGESTED_MODELS = [DEFAULT_MODEL, "openai/clip-vit-base-patch16", "openai/clip-vit-large-patch14"]
+SUGGESTED_MODELS = [DEFAULT_MODEL, "openai/clip-vit-base-patch16", "openai/clip-vit-large-patch14",
+                    "google/siglip2-base-patch16-224", "google/siglip-base-patch16-224"]
 
 
 class DetectWithClip(JobOperator):
@@ -92,7 +106,7 @@ class DetectWithClip(JobOperator):
                    description="Every class-agnostic box the method chose from, labelled 'candidate': "
                                "where to look when an object was missed")
         inputs.float("confidence_thresh", min=0.0, max=1.0, label="Confidence threshold",
-                     description=f"Empty: the method's default ({thresholds_text()})")
+                     description=f"Empty: the default of the model's family and the method ({thresholds_text()})")
         calibrated = [name for name in plugin_fields(ctx.dataset) if DetectRun.load(ctx.dataset, name).calibrated]
         if calibrated:
             sources = types.Dropdown()
@@ -104,6 +118,7 @@ class DetectWithClip(JobOperator):
                    description="batch_size: windows, crops or tiles the encoder reads at once")
         inputs.bool("skip_existing", default=False, label="Skip samples that already have detections")
         inputs.bool("embed_all_candidates", default=False, label=EMBED_ALL_LABEL, description=EMBED_ALL_HELP)
+        _templates_input(inputs)
         inputs.int("workers", default=1, min=1, label="Workers",
                    description="Above 1: queue this many delegated operations over disjoint parts of the target, "
                                "one per `fiftyone delegated launch` worker (GPU) on this database")
@@ -150,6 +165,7 @@ class DetectWithClip(JobOperator):
             candidates_field=ctx.params.get("candidates_field") or None,
             skip_existing=ctx.params.get("skip_existing", False),
             embed_all_candidates=bool(ctx.params.get("embed_all_candidates")),
+            prompt_templates=templates_param(ctx.params.get("prompt_templates")),
             confidence_thresh=thresh,
             batch_size=ctx.params.get("batch_size"),
             **_model_params(ctx),
@@ -178,6 +194,7 @@ class VerifyLabels(JobOperator):
                      description="Context around each box, as a fraction of its side")
         inputs.str("relabel_field", label="Relabelled copy (optional)",
                    description="Write a copy of the boxes with CLIP's labels to this field")
+        _templates_input(inputs)
         _run_inputs(ctx, inputs)
         return types.Property(inputs, view=types.View(label="Verify boxes with CLIP"))
 
@@ -185,7 +202,7 @@ class VerifyLabels(JobOperator):
         return VerifyJob(ctx.target_view(), ctx.params.get("label_field") or "",
                          parse_prompts(ctx.params.get("classes")) or None,
                          margin=ctx.params.get("margin", 0.1), relabel_field=ctx.params.get("relabel_field") or None,
-                         **_model_params(ctx))
+                         prompt_templates=templates_param(ctx.params.get("prompt_templates")), **_model_params(ctx))
 
     def outcome(self, job: VerifyJob, done: int) -> str:
         checked = done - len(job.failures)
@@ -205,6 +222,7 @@ class ClassifyImages(JobOperator):
         inputs.str("template", default=DEFAULT_TEMPLATE, label="Prompt template", description="'{}' is the class")
         inputs.str("label_field", default="clip_classification", required=True, label="Classification field")
         inputs.bool("store_logits", default=False, label="Store logits")
+        _templates_input(inputs, "replaces the template above")
         _run_inputs(ctx, inputs)
         return types.Property(inputs, view=types.View(label="Classify images with CLIP"))
 
@@ -212,7 +230,8 @@ class ClassifyImages(JobOperator):
         return ClassifyJob(ctx.target_view(), parse_prompts(ctx.params.get("classes")),
                            label_field=ctx.params.get("label_field", "clip_classification"),
                            template=ctx.params.get("template") or DEFAULT_TEMPLATE,
-                           store_logits=ctx.params.get("store_logits", False), **_model_params(ctx))
+                           store_logits=ctx.params.get("store_logits", False),
+                           prompt_templates=templates_param(ctx.params.get("prompt_templates")), **_model_params(ctx))
 
 
 class EvaluateAndReview(foo.Operator):
@@ -263,6 +282,11 @@ def _model_params(ctx) -> dict[str, Any]:
     return dict(model=ctx.params.get("model") or DEFAULT_MODEL, device=None if device == "auto" else device)
 
 
+def _templates_input(inputs: types.Object, note: str = "") -> None:
+    inputs.enum("prompt_templates", templates_view().values(), default=NO_TEMPLATES, label=TEMPLATES_LABEL,
+                view=templates_view(), description=TEMPLATES_HELP + (f"; {note}" if note else ""))
+
+
 def _field_choice(ctx, inputs: types.Object, name: str, label_type: type, label: str) -> None:
     fields = types.Dropdown()
     for field in ctx.dataset.get_field_schema(embedded_doc_type=label_type):
@@ -274,7 +298,7 @@ def _run_inputs(ctx, inputs: types.Object) -> None:
     """Model, device, target and delegation: the same on every run operator."""
     models = types.AutocompleteView()
     for name in dict.fromkeys([*available_models(), *SUGGESTED_MODELS]):
-        models.add_choice(name, label=name)
+        models.add_choice(name, label=model_label(name))
     hint = model_hint(ctx.params.get("model") or form_default_model())
     inputs.str("model", default=form_default_model(), label="CLIP model", view=models,
                description=hint or "Hugging Face id, local folder, or 'shapes-world' (the offline demo model)")

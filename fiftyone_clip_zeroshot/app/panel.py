@@ -15,10 +15,20 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from fiftyone_clip_zeroshot.app.review import ReviewSection
-from fiftyone_clip_zeroshot.app.runner import DELEGATE_ABOVE, EMBED_ALL_HELP, EMBED_ALL_LABEL, PANEL_STATUS
+from fiftyone_clip_zeroshot.app.runner import (
+    DELEGATE_ABOVE,
+    EMBED_ALL_HELP,
+    EMBED_ALL_LABEL,
+    NO_TEMPLATES,
+    PANEL_STATUS,
+    TEMPLATES_HELP,
+    TEMPLATES_LABEL,
+    templates_param,
+    templates_view,
+)
 from fiftyone_clip_zeroshot.core.embedding_store import open_store
 from fiftyone_clip_zeroshot.core.localizers import METHODS
-from fiftyone_clip_zeroshot.core.model import available_models, form_default_model, model_hint
+from fiftyone_clip_zeroshot.core.model import available_models, form_default_model, model_hint, model_label
 from fiftyone_clip_zeroshot.core.options import OptionsError, check_prompts, parse_prompts, thresholds_text
 from fiftyone_clip_zeroshot.labeling.curate import REVIEW_TAG, tag_for_review
 from fiftyone_clip_zeroshot.labeling.results import (
@@ -99,6 +109,7 @@ class ClipZeroShotPanel(ReviewSection, foo.Panel):
                       confidence_thresh=state.get("threshold"), view_target=state.get("target"),
                       calibrated_from=state.get("inspect_field") if state.get("use_calibrated") else None,
                       embed_all_candidates=bool(state.get("embed_all_candidates")),
+                      prompt_templates=templates_param(state.get("prompt_templates")),
                       delegate=count > DELEGATE_ABOVE, panel_id=ctx.panel_id)
         ctx.prompt(DETECT_URI, params=params, on_success=self.on_run_done, on_error=self.on_run_failed,
                    skip_prompt=True)
@@ -175,9 +186,11 @@ class ClipZeroShotPanel(ReviewSection, foo.Panel):
         panel.enum("method", method.values(), label="Method", view=method, default=state.get("method"))
         panel.str("model", label="CLIP model", default=state.get("model"),
                   description=model_hint(state.get("model") or form_default_model())
-                  or "Hugging Face id, local folder, or one of: " + ", ".join(available_models()))
+                  or "Hugging Face id, local folder, or one of: " + ", ".join(map(model_label, available_models())))
         panel.float("threshold", label="Confidence threshold", min=0, max=1,
-                    description=f"empty: the method's default ({thresholds_text()})")
+                    description=f"empty: the default of the model's family and the method ({thresholds_text()})")
+        panel.enum("prompt_templates", templates_view().values(), label=TEMPLATES_LABEL, view=templates_view(),
+                   default=state.get("prompt_templates") or NO_TEMPLATES, description=TEMPLATES_HELP)
         if state.get("calibrated"):
             panel.bool("use_calibrated", label=f"Per-prompt thresholds calibrated on `{state.get('inspect_field')}`",
                        default=bool(state.get("use_calibrated")),

@@ -11,6 +11,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from fiftyone_clip_zeroshot.core.model import ModelLoadError
+from fiftyone_clip_zeroshot.core.prompt_templates import available_template_sets
 from fiftyone_clip_zeroshot.labeling.jobs import SampleJob
 
 DELEGATE_ABOVE = 25  # samples; larger targets default to delegated execution
@@ -19,6 +20,23 @@ PANEL_STATUS = "status"  # the panel state key a run started from a panel report
 EMBED_ALL_LABEL = "Embed every candidate"  # the detect form's and the panel's embed_all_candidates
 EMBED_ALL_HELP = ("The first run encodes every candidate box once, so that later prompts on these samples "
                   "encode nothing (the embedding store)")
+TEMPLATES_LABEL = "Prompt templates"  # the forms' and the panel's prompt_templates
+TEMPLATES_HELP = ("Read each prompt through a set of templates and average them (a prompt ensemble); prompts "
+                  "are then class names ('cat'), not captions")
+NO_TEMPLATES = "none"
+
+
+def templates_view() -> types.Dropdown:
+    """The named template sets this installation reads, after "none" (prompts read as typed)."""
+    view = types.Dropdown()
+    for name in (NO_TEMPLATES, *available_template_sets()):
+        view.add_choice(name, label=name)
+    return view
+
+
+def templates_param(value: str | None) -> str | None:
+    """A form's template set as the ``prompt_templates`` option (None: prompts read as typed)."""
+    return None if not value or value == NO_TEMPLATES else value
 
 
 class JobOperator(foo.Operator):

@@ -1,8 +1,9 @@
 """CLIP as a judge of given regions: score boxes (verify/relabel) and whole images (classify).
 
-Both use the same batched, on-device cropping as the localizers. Box scores compete with a
-background prompt, so a box that shows nothing in particular can say so; whole-image scores are
-a plain softmax over the classes, because an image classification has to pick one.
+Both use the same batched, on-device cropping as the localizers, and score in the model
+family's meaning (``core.families``). A box is background when the background prompt matches it
+better than any class, so a box that shows nothing in particular can say so; whole-image scores
+are over the classes alone (for CLIP a softmax, because an image classification has to pick one).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import numpy as np
 import torch
 
 from fiftyone_clip_zeroshot.core.model import ClipModel
-from fiftyone_clip_zeroshot.core.options import check_prompts
+from fiftyone_clip_zeroshot.core.options import OptionsError, check_prompts
+from fiftyone_clip_zeroshot.core.prompt_templates import resolve_templates
 from fiftyone_clip_zeroshot.core.scoring import PromptScorer, embed_in_context
 from fiftyone_clip_zeroshot.core.windows import crop_boxes
 
@@ -32,11 +34,12 @@ class BoxVerdict:
     probs: np.ndarray
 
 
-def prompt_texts(classes: Sequence[str], template: str) -> list[str]:
-    """``template`` applied to each class (``"{}"`` keeps them as they are)."""
+def class_templates(template: str, prompt_templates: str | Sequence[str] | None = None) -> tuple[str, ...]:
+    """The templates each class is read through: ``prompt_templates`` (a set's name or a list, see
+    ``core.prompt_templates``) when given, else the one ``template``."""
     if "{}" not in template:
-        raise ValueError(f"template must contain '{{}}' where the class goes, got {template!r}")
-    return [template.format(c) for c in classes]
+        raise OptionsError(f"template must contain '{{}}' where the class goes, got {template!r}")
+    return resolve_templates(prompt_templates) or (template,)
 
 
 def score_boxes(
@@ -45,18 +48,21 @@ def score_boxes(
     classes: Sequence[str],
     model: ClipModel,
     margin: float = 0.1,
-    template: str = DEFAULT_TEMPLATE,
+    templates: Sequence[str] = (DEFAULT_TEMPLATE,),
     background: Sequence[str] = ("a photo of background",),
 ) -> BoxVerdict:
-    """Which of ``classes`` each xyxy box of uint8 ``(3, H, W)`` ``pixels`` shows, if any.
+    """Which of ``classes`` each xyxy box of uint8 ``(3, H, W)`` ``pixels`` shows, if any, each
+    class read through ``templates`` (``class_templates``).
 
     Each box is cut as a square with ``margin`` context on each side (CLIP sees whole objects
     best that way) and crops are embedded in batches on the model's device.
     """
     classes = check_prompts(classes)
     embeddings = embed_in_context(pixels, np.asarray(xyxy, np.float64).reshape(-1, 4), (margin,), model)
-    probs = PromptScorer(model, prompt_texts(classes, template), background)(embeddings).cpu().numpy()
-    rest = 1.0 - probs.sum(1)
+    scorer = PromptScorer(model, classes, background, templates=templates)
+    every = model.family.probabilities(scorer.logits(embeddings), len(scorer.text)).cpu().numpy()
+    probs = every[:, : len(classes)]
+    rest = model.family.none_of(every[:, len(classes):])
     best = probs.argmax(1) if len(probs) else np.zeros(0, int)
     top = probs[np.arange(len(probs)), best]
     labels = [classes[b] if p >= r else BACKGROUND for b, p, r in zip(best, top, rest)]
@@ -64,9 +70,10 @@ def score_boxes(
 
 
 def classify_image(
-    pixels: torch.Tensor, classes: Sequence[str], model: ClipModel, template: str = DEFAULT_TEMPLATE
+    pixels: torch.Tensor, classes: Sequence[str], model: ClipModel, templates: Sequence[str] = (DEFAULT_TEMPLATE,)
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Zero-shot class probabilities and logits ``(C,)`` of a uint8 ``(3, H, W)`` image.
+    """Zero-shot class probabilities and logits ``(C,)`` of a uint8 ``(3, H, W)`` image, each
+    class read through ``templates``.
 
     The image is seen as CLIP's own preprocessing sees it: the central square, resized.
     """
@@ -75,6 +82,6 @@ def classify_image(
     side = min(height, width)
     left, top = (width - side) / 2, (height - side) / 2
     crop = crop_boxes(pixels, np.array([[left, top, left + side, top + side]]), model.image_size)
-    text = model.encode_text(prompt_texts(classes, template))
-    logits = (model.logit_scale * model.encode_images(crop) @ text.T)[0]
-    return torch.softmax(logits, 0).cpu().numpy(), logits.cpu().numpy()
+    text = model.encode_text(classes, templates)
+    logits = (model.logit_scale * model.encode_images(crop) @ text.T)[0] + model.logit_bias
+    return model.family.probabilities(logits, len(classes), dim=0).cpu().numpy(), logits.cpu().numpy()

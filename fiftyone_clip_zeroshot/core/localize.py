@@ -1,11 +1,12 @@
 """``localize``: one image in, a heatmap and detections per prompt out, by any registered localizer.
 
-Scores are CLIP's zero-shot probabilities: a softmax, at CLIP's own logit scale, over the
-requested prompts plus negative prompts (background, a generic object). A window's value for a
-prompt is the probability that it shows that prompt rather than another requested prompt or
-nothing in particular, so it means the same on every image for the same prompt set, and a
-prompt whose object is absent loses to the negatives instead of being stretched to 1 by a
-per-image min-max. Prompts compete: near-synonyms asked together share their probability.
+Scores are the model's zero-shot probabilities, in its family's meaning (``core.families``).
+For CLIP, a softmax at its own logit scale over the requested prompts plus negative prompts
+(background, a generic object): a window's value for a prompt is the probability that it shows
+that prompt rather than another requested prompt or nothing in particular, and prompts compete
+(near-synonyms asked together share their probability). For SigLIP, each prompt's own sigmoid
+probability. Either way a value means the same on every image, and a prompt whose object is
+absent scores low instead of being stretched to 1 by a per-image min-max.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from fiftyone_clip_zeroshot.core.images import ImageInput, load_image
 from fiftyone_clip_zeroshot.core.localizers import LOCALIZERS
 from fiftyone_clip_zeroshot.core.model import ClipModel
 from fiftyone_clip_zeroshot.core.options import LocalizeOptions, check_prompts
+from fiftyone_clip_zeroshot.core.prompt_templates import resolve_templates
 from fiftyone_clip_zeroshot.core.regions import candidate_boxes
 from fiftyone_clip_zeroshot.core.scoring import PromptScorer
 
@@ -69,7 +71,8 @@ def localize(
             read by CLIP as crops) or ``"dense"`` (CLIP's patch tokens, one forward per tile,
             give the map). Boxes are region proposals unless ``proposals=False``.
         **options: ``LocalizeOptions`` fields (``confidence_thresh``, ``batch_size``, ...);
-            ``cache=False`` encodes every crop, without the embedding store.
+            ``cache=False`` encodes every crop, without the embedding store; ``prompt_templates``
+            reads each prompt through templates (a set's name, ``"photo"``, or ``"{}"`` strings).
     """
     prompts = check_prompts(prompts)
     opts = LocalizeOptions.create(method=method, **options)
@@ -93,6 +96,7 @@ def localize_tensor(
     pixels: torch.Tensor, prompts: list[str], model: ClipModel, opts: LocalizeOptions
 ) -> list[Localization]:
     """``localize`` for an already decoded uint8 ``(3, H, W)`` tensor on the model's device."""
+    opts = opts.for_model(model)
     return _localize(pixels, _scorer(model, prompts, opts), prompts, opts)
 
 
@@ -102,6 +106,7 @@ def localize_batch(
     """``localize_tensor`` for several decoded images at once, their windows, crops and tiles
     encoded as one stream of batches (``core.batching``); each image's results are its own
     single-image results, or the exception that stopped that image (the others go on)."""
+    opts = opts.for_model(model)
     scorer = _scorer(model, prompts, opts)
     if len(images) == 1:
         try:
@@ -113,7 +118,8 @@ def localize_batch(
 
 
 def _scorer(model: ClipModel, prompts: list[str], opts: LocalizeOptions) -> PromptScorer:
-    return PromptScorer(model, prompts, opts.negative_prompts, opts.batch_size, open_store(opts.cache))
+    return PromptScorer(model, prompts, opts.negative_prompts, opts.batch_size, open_store(opts.cache),
+                        resolve_templates(opts.prompt_templates))
 
 
 def _localize(pixels: torch.Tensor, scorer: PromptScorer, prompts: list[str], opts: LocalizeOptions

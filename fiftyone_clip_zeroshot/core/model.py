@@ -1,7 +1,8 @@
-"""A CLIP checkpoint on a device: cached text embeddings and batched image embeddings.
+"""A CLIP-family checkpoint on a device: cached text embeddings and batched image embeddings.
 
-``load_model`` takes any Hugging Face CLIP checkpoint id or local folder, plus the names of the
-checkpoints that ship inside this package (``"shapes-world"``), and loads them all the same way.
+``load_model`` takes any Hugging Face checkpoint id or local folder of a family in
+``core.families`` (CLIP, MetaCLIP, SigLIP, AltCLIP, ...), plus the names of the checkpoints that
+ship inside this package (``"shapes-world"``), and loads them all the same way.
 """
 
 from __future__ import annotations
@@ -21,21 +22,20 @@ from urllib.parse import urlparse
 import torch
 import torch.nn.functional as F
 
-from fiftyone_clip_zeroshot.core.errors import ClipZeroShotError
+from fiftyone_clip_zeroshot.core.errors import ModelLoadError
+from fiftyone_clip_zeroshot.core.families import CLIP, NOT_READ, Family, family_of, supported_model_types
+from fiftyone_clip_zeroshot.core.openclip import is_open_clip_folder, read_open_clip
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 _MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 # Tiny CLIPs trained on the shapes world (scripts/train_shapes_clip.py): the demo model first, then
 # the test models of the quality panel, trained by other recipes.
 PACKAGED_MODELS: dict[str, Path] = {
-    name: _MODELS_DIR / name for name in ("shapes-world", "shapes-single-object", "shapes-alt-text", "shapes-photo")
+    name: _MODELS_DIR / name
+    for name in ("shapes-world", "shapes-single-object", "shapes-alt-text", "shapes-photo")
 }
 
 logger = logging.getLogger(__name__)
-
-
-class ModelLoadError(ClipZeroShotError, RuntimeError):
-    """The CLIP weights could not be found or are not a CLIP checkpoint."""
 
 
 def default_device() -> torch.device:
@@ -48,7 +48,8 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 @dataclass
 class ClipModel:
-    """A loaded CLIP model with what the localizers need: input size, normalization, embeddings.
+    """A loaded CLIP-family model with what the localizers need: input size, normalization,
+    embeddings, and its ``family`` (what a score means, default thresholds).
 
     ``batch_size`` is the default number of crops per forward pass; ``max_batch`` the most the device
     has held (set when an out-of-memory error halves a batch), which caps every later batch.
@@ -62,6 +63,7 @@ class ClipModel:
     image_std: tuple[float, float, float]
     device: torch.device
     dtype: torch.dtype
+    family: Family = CLIP
     batch_size: int = 256
     max_batch: int | None = None
     _text_cache: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
@@ -70,6 +72,18 @@ class ClipModel:
     @property
     def logit_scale(self) -> float:
         return float(self.model.logit_scale.detach().exp())
+
+    @property
+    def logit_bias(self) -> float:
+        """The sigmoid families' learnt bias (0 for the others)."""
+        bias = getattr(self.model, "logit_bias", None)
+        return 0.0 if bias is None else float(bias.detach())
+
+    @property
+    def embedding_dim(self) -> int:
+        """Width of the shared image-text space (SigLIP has no projection: the vision width)."""
+        config = self.model.config
+        return int(getattr(config, "projection_dim", None) or config.vision_config.hidden_size)
 
     @property
     def fingerprint(self) -> str:
@@ -88,23 +102,37 @@ class ClipModel:
 
     @property
     def max_text_tokens(self) -> int:
-        return int(self.model.config.text_config.max_position_embeddings)
+        positions = int(self.model.config.text_config.max_position_embeddings)
+        return min(positions, int(getattr(self.tokenizer, "model_max_length", positions) or positions))
+
+    def tokenize(self, prompts: list[str], truncate: bool = False) -> dict[str, torch.Tensor]:
+        """Token ids on the device as the family reads them: padded to the longest prompt with
+        a mask, or (``pad_texts``) to the full text length without one, as SigLIP was trained."""
+        if self.family.pad_texts:
+            tokens = self.tokenizer(prompts, padding="max_length", max_length=self.max_text_tokens,
+                                    truncation=truncate, return_tensors="pt")
+            tokens = {"input_ids": tokens["input_ids"]}
+        else:
+            tokens = self.tokenizer(prompts, padding=True, return_tensors="pt", truncation=truncate,
+                                    **({"max_length": self.max_text_tokens} if truncate else {}))
+        return {k: v.to(self.device) for k, v in tokens.items()}
 
     @torch.inference_mode()
-    def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Unit-norm text embeddings ``(P, D)`` in float32, computed once per distinct prompt."""
+    def encode_text(self, prompts: Sequence[str], templates: Sequence[str] | None = None) -> torch.Tensor:
+        """Unit-norm text embeddings ``(P, D)`` in float32, computed once per distinct text. With
+        ``templates`` (``"{}"`` strings), each prompt's is the normalised mean of its templates'."""
+        if templates:
+            texts = [template.format(prompt) for prompt in prompts for template in templates]
+            ensemble = self.encode_text(texts).view(len(prompts), len(templates), -1).mean(1)
+            return F.normalize(ensemble, dim=-1)
         missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
         if missing:
-            tokens = self.tokenizer(list(missing), padding=True, return_tensors="pt")
-            lengths = tokens["attention_mask"].sum(1).tolist()
+            lengths = [len(ids) for ids in self.tokenizer(missing)["input_ids"]]
             too_long = [p for p, n in zip(missing, lengths) if n > self.max_text_tokens]
             for prompt in too_long:
                 warnings.warn(f"prompt longer than {self.max_text_tokens} tokens was truncated: {prompt[:60]!r}...",
                               stacklevel=3)
-            if too_long:
-                tokens = self.tokenizer(list(missing), padding=True, truncation=True,
-                                        max_length=self.max_text_tokens, return_tensors="pt")
-            tokens = {k: v.to(self.device) for k, v in tokens.items()}
+            tokens = self.tokenize(missing, truncate=bool(too_long) or self.family.pad_texts)
             features = self.model.get_text_features(**tokens).pooler_output
             for prompt, emb in zip(missing, F.normalize(features.float(), dim=-1)):
                 self._text_cache[prompt] = emb
@@ -161,7 +189,7 @@ class ClipModel:
             out.append(features)
             start = stop
         if not out:
-            return torch.empty(0, self.model.config.projection_dim, device=self.device)
+            return torch.empty(0, self.embedding_dim, device=self.device)
         return torch.cat(out)
 
 
@@ -176,12 +204,15 @@ def load_model(
     dtype: torch.dtype | None = None,
     batch_size: int = 256,
 ) -> ClipModel:
-    """Load a CLIP checkpoint onto ``device``; raises ``ModelLoadError`` with the fix when the
-    weights are missing (an unreachable hub fails at once) or not a CLIP model.
+    """Load a CLIP-family checkpoint onto ``device``, its family read from its config; raises
+    ``ModelLoadError`` with the fix when the weights are missing (an unreachable hub fails at
+    once) or of another kind.
 
     Args:
-        name_or_path: a hub id (``"openai/clip-vit-base-patch32"``), a folder written by
-            ``save_pretrained``, or a packaged test model (``"shapes-world"``, see ``PACKAGED_MODELS``).
+        name_or_path: a hub id (``"openai/clip-vit-base-patch32"``, ``"google/siglip-base-patch16-224"``),
+            a folder written by ``save_pretrained``, an OpenCLIP checkpoint (a folder with
+            ``open_clip_config.json``, or ``"hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K"``; needs the
+            ``open-clip`` extra), or a packaged test model (``"shapes-world"``, see ``PACKAGED_MODELS``).
         device: ``"cuda"``, ``"cpu"``, a ``torch.device`` or None (CUDA when available).
         dtype: None: float16 on the GPU, float32 on the CPU.
         batch_size: default crops per forward pass (a run may pass its own).
@@ -193,12 +224,12 @@ def load_model(
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
     source = resolve_model_path(name_or_path)
     try:
-        model, tokenizer, preprocess = _read_checkpoint(source, dtype, local_only=True)
+        model, tokenizer, preprocess, family = _read_checkpoint(source, dtype, local_only=True)
     except (OSError, ValueError, KeyError) as error:
         if Path(source).exists() or not _hub_reachable():
             raise ModelLoadError(_load_error_message(name_or_path, error)) from None  # the message says it all
         try:
-            model, tokenizer, preprocess = _read_checkpoint(source, dtype, local_only=False)
+            model, tokenizer, preprocess, family = _read_checkpoint(source, dtype, local_only=False)
         except (OSError, ValueError, KeyError) as error:
             raise ModelLoadError(_load_error_message(name_or_path, error)) from error
     size = preprocess.get("crop_size", model.config.vision_config.image_size)
@@ -211,24 +242,36 @@ def load_model(
         image_std=tuple(preprocess.get("image_std", (0.26862954, 0.26130258, 0.27577711))),
         device=device,
         dtype=dtype,
+        family=family,
         batch_size=batch_size,
     )
 
 
-def _read_checkpoint(source: str, dtype: torch.dtype, local_only: bool) -> tuple[Any, Any, dict]:
-    """Model, tokenizer and preprocessor config of a checkpoint, without transformers' per-load
-    progress bar; ``local_only``: from a folder or the local Hugging Face cache only."""
-    from transformers import AutoTokenizer, CLIPModel
+def _read_checkpoint(source: str, dtype: torch.dtype, local_only: bool) -> tuple[Any, Any, dict, Family]:
+    """Model, tokenizer, preprocessor config and family of a checkpoint, without transformers'
+    per-load progress bar; ``local_only``: from a folder or the local Hugging Face cache only.
+    A checkpoint of no family raises ``ModelLoadError`` before its weights are read."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
     from transformers.utils import cached_file
     from transformers.utils import logging as hf_logging
 
     bar = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        model = CLIPModel.from_pretrained(source, dtype=dtype, local_files_only=local_only)
+        if source.startswith("hf-hub:") or is_open_clip_folder(source):
+            return (*read_open_clip(source, dtype, local_only), CLIP)
+        config = AutoConfig.from_pretrained(source, local_files_only=local_only)
+        family = family_of(config.model_type)
+        if family is None:
+            found = ", ".join(getattr(config, "architectures", None) or []) or "no architecture named"
+            raise ModelLoadError(
+                f"{source!r} is a {config.model_type!r} checkpoint ({found}), not a CLIP-family model; "
+                f"load_model reads the transformers model types {', '.join(supported_model_types())}"
+                + (f". {NOT_READ[config.model_type]}" if config.model_type in NOT_READ else ""))
+        model = AutoModel.from_pretrained(source, dtype=dtype, local_files_only=local_only)
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
         with open(cached_file(source, "preprocessor_config.json", local_files_only=local_only)) as f:
-            return model, tokenizer, json.load(f)
+            return model, tokenizer, json.load(f), family
     finally:
         if bar:
             hf_logging.enable_progress_bar()
@@ -259,8 +302,32 @@ def available_models() -> list[str]:
         repos = scan_cache_dir().repos
     except (CacheNotFound, OSError):  # no cache folder yet, or one that cannot be read
         repos = []
-    cached = sorted(r.repo_id for r in repos if r.repo_type == "model" and "clip" in r.repo_id.lower())
+    cached = sorted(r.repo_id for r in repos
+                    if r.repo_type == "model" and any(k in r.repo_id.lower() for k in ("clip", "siglip")))
     return [*PACKAGED_MODELS, *cached]
+
+
+@lru_cache(maxsize=64)
+def model_family(name: str) -> str | None:
+    """The family of a model this machine holds, read from its config alone (no weights loaded),
+    e.g. ``"SigLIP"``; None where its config is not here or names no family."""
+    from transformers.utils import cached_file
+
+    if is_open_clip_folder(resolve_model_path(name)):
+        return "CLIP, OpenCLIP"
+    try:
+        path = cached_file(resolve_model_path(name), "config.json", local_files_only=True)
+        with open(path) as f:
+            family = family_of(json.load(f).get("model_type", ""))
+    except (OSError, ValueError):
+        return None
+    return family.name if family else None
+
+
+def model_label(name: str) -> str:
+    """A model's name for forms, with its family where it is known: ``"shapes-siglip (SigLIP)"``."""
+    family = model_family(name)
+    return f"{name} ({family})" if family else name
 
 
 @lru_cache(maxsize=1)
@@ -282,9 +349,9 @@ def model_hint(name: str) -> str:
 def _load_error_message(name_or_path: str, error: BaseException) -> str:
     if Path(name_or_path).exists():
         return (
-            f"{name_or_path!r} is not a CLIP checkpoint folder (it needs config.json, model weights, "
+            f"{name_or_path!r} is not a CLIP-family checkpoint folder (it needs config.json, model weights, "
             f"tokenizer files and preprocessor_config.json, as written by "
-            f"CLIPModel/CLIPProcessor.save_pretrained): {_one_line(error)}"
+            f"save_pretrained of the model and its processor): {_one_line(error)}"
         )
     packaged = ", ".join(repr(n) for n in PACKAGED_MODELS)
     return (

@@ -5,23 +5,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, fields, replace
 from pathlib import PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fiftyone_clip_zeroshot.core.errors import ClipZeroShotError
+from fiftyone_clip_zeroshot.core.errors import OptionsError
+from fiftyone_clip_zeroshot.core.families import FAMILIES
 from fiftyone_clip_zeroshot.core.localizers import METHODS
 from fiftyone_clip_zeroshot.core.localizers.occlusion import FILLS
 from fiftyone_clip_zeroshot.core.patch_tokens import ATTENTION
+from fiftyone_clip_zeroshot.core.prompt_templates import resolve_templates
 from fiftyone_clip_zeroshot.core.regions import PROPOSAL_SIDE
 
-# measured with benchmarks/quality.py --panel
-DEFAULT_THRESH = {"sliding_window": 0.6, "occlusion": 0.5, "proposals": 0.6, "dense": 0.6}
+if TYPE_CHECKING:
+    from fiftyone_clip_zeroshot.core.model import ClipModel
 # options for crowds of small objects in large images (aerial tiles): proposals segmented at native
 # resolution in 400-px tiles, at finer scales; measured with benchmarks/photos.py --small-objects
 SMALL_OBJECTS = {"proposal_tile": 400, "proposal_side": 400, "proposal_scales": (20, 60, 180)}
-
-
-class OptionsError(ClipZeroShotError, ValueError):
-    """An option is out of range; raised before any work starts."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +38,7 @@ class LocalizeOptions:
     occluder_size: float = 0.25
     occluder_stride: float = 0.5
     occluder_fill: str = "mean"
-    confidence_thresh: float | None = None  # None: DEFAULT_THRESH of the method
+    confidence_thresh: float | None = None  # None: the default of the model's family for the method
     max_detections: int = 100  # per prompt and image; a crowd past it is cut, and Localization.over_cap says so
     nms_iou: float = 0.5
     merge_overlap: float = 0.4
@@ -50,6 +48,7 @@ class LocalizeOptions:
     dense_upscale: float = 1.0  # tile input size, x the model's (position embeddings interpolated)
     verify_margins: tuple[float, ...] = (0.0, 0.1, 0.2)
     negative_prompts: tuple[str, ...] = ("a photo of background", "a photo of an object")
+    prompt_templates: tuple[str, ...] | str | None = None  # a prompt ensemble: a set name or templates
     proposals: bool = True  # candidates: class-agnostic region proposals (core.regions), else the method's own boxes
     proposal_scales: tuple[float, ...] = (100, 300)  # Felzenszwalb scales (larger: bigger segments)
     proposal_side: int = PROPOSAL_SIDE  # segmentation runs at this long side (of the image, or of each tile)
@@ -64,7 +63,7 @@ class LocalizeOptions:
     def create(cls, **options: Any) -> LocalizeOptions:
         """Build from keyword options (``method`` among them), naming any unknown one, and validate.
 
-        An unset ``confidence_thresh`` becomes the method's default."""
+        An unset ``confidence_thresh`` stays None until ``for_model`` gives the family's default."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:
@@ -73,9 +72,14 @@ class LocalizeOptions:
                  for k, v in options.items() if v is not None}
         opts = replace(cls(), **given)
         opts.validate()
-        if opts.confidence_thresh is None:
-            opts = replace(opts, confidence_thresh=DEFAULT_THRESH[opts.method])
         return opts
+
+    def for_model(self, model: ClipModel) -> LocalizeOptions:
+        """These options for ``model``: an unset ``confidence_thresh`` becomes its family's default
+        for the method (``Family.thresholds``)."""
+        if self.confidence_thresh is not None:
+            return self
+        return replace(self, confidence_thresh=model.family.threshold(self.method))
 
     def validate(self) -> None:
         def check(ok: bool, message: str) -> None:
@@ -115,6 +119,7 @@ class LocalizeOptions:
               f"cache must be True, False or a folder for the embedding store, got {self.cache!r}")
         check(not isinstance(self.cache, str) or "://" not in self.cache or self.cache.startswith("file://"),
               f"cache={self.cache!r}: the embedding store takes a folder (local or a shared mount) or a file:// URI")
+        resolve_templates(self.prompt_templates)
         check(len(self.negative_prompts) > 0,
               "negative_prompts needs at least one prompt (e.g. 'a photo of background')")
 
@@ -126,8 +131,10 @@ def check_method(method: str) -> str:
 
 
 def thresholds_text() -> str:
-    """Each method's default threshold, for forms: "sliding window 0.6, occlusion 0.5, ..."."""
-    return ", ".join(f"{method.replace('_', ' ')} {thresh}" for method, thresh in DEFAULT_THRESH.items())
+    """Each family's default thresholds, for forms: "CLIP: sliding window 0.6, ...; SigLIP: ..."."""
+    return "; ".join(f"{family.name}: " + ", ".join(f"{method.replace('_', ' ')} {thresh}"
+                                                   for method, thresh in family.thresholds.items())
+                     for family in FAMILIES.values())
 
 
 def parse_prompts(text: str | list[str] | None) -> list[str]:

@@ -1,4 +1,5 @@
-"""CLIP's zero-shot probabilities for prompts, and embeddings of boxes seen with some context.
+"""Zero-shot probabilities for prompts, each in its model family's meaning (``core.families``),
+and embeddings of boxes seen with some context.
 
 Every encoder request names its rows by integer keys (the geometry that cut each crop), so that a
 scorer bound to an image (``for_image``) reads the rows the embedding store already holds and
@@ -26,22 +27,28 @@ MakeBatch = Callable[[slice | np.ndarray], torch.Tensor]
 
 
 class PromptScorer:
-    """Turns image embeddings into per-prompt probabilities: a softmax, at CLIP's own logit
-    scale, over the prompts plus negative prompts, of which only the prompts' share is kept.
+    """Turns image embeddings into per-prompt probabilities as the model's family means them
+    (``Family.probabilities``): for CLIP, a softmax at its own logit scale over the prompts plus
+    negative prompts, of which only the prompts' share is kept; for SigLIP, each prompt's sigmoid.
 
     ``batch_size`` is this run's crops per forward pass (``None``: the model's); it never changes the
     shared model. ``shared``: the ``SharedEncoder`` through which several images encode together
     (``with_encoder``); None: this scorer encodes by itself. ``store``: the embedding store, used
     by the scorers ``for_image`` gives (``cache``: the image's entry; ``counts``: its crops).
+    ``templates``: read each prompt as a prompt ensemble (``core.prompt_templates``).
     """
 
     def __init__(self, model: ClipModel, prompts: Sequence[str], negatives: Sequence[str],
-                 batch_size: int | None = None, store: EmbeddingStore | None = None):
+                 batch_size: int | None = None, store: EmbeddingStore | None = None,
+                 templates: Sequence[str] | None = None):
         self.model = model
         self.batch_size = batch_size
         self.scale = model.logit_scale
+        self.bias = model.logit_bias
+        self.family = model.family
         self.count = len(prompts)
-        self.text = model.encode_text([*prompts, *(n for n in negatives if n not in prompts)])
+        negatives = [n for n in negatives if templates or n not in prompts]
+        self.text = torch.cat([model.encode_text(prompts, templates), model.encode_text(negatives)])
         self.shared: SharedEncoder | None = None
         self.store = store
         self.cache: ImageEmbeddings | None = None
@@ -63,7 +70,11 @@ class PromptScorer:
 
     def __call__(self, embeddings: torch.Tensor) -> torch.Tensor:
         """``(N, D)`` unit embeddings → ``(N, P)`` probabilities in [0, 1]."""
-        return torch.softmax(self.scale * embeddings @ self.text.T, dim=1)[:, : self.count]
+        return self.family.probabilities(self.logits(embeddings), self.count, dim=1)
+
+    def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """``(..., D)`` unit embeddings → ``(..., K)`` logits of every text (prompts, then negatives)."""
+        return self.scale * embeddings @ self.text.T + self.bias
 
     def encode(
         self,

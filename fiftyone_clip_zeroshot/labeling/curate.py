@@ -16,7 +16,13 @@ import numpy as np
 import torch
 from fiftyone import ViewField as F
 
-from fiftyone_clip_zeroshot.core.classify import BACKGROUND, DEFAULT_TEMPLATE, classify_image, prompt_texts, score_boxes
+from fiftyone_clip_zeroshot.core.classify import (
+    BACKGROUND,
+    DEFAULT_TEMPLATE,
+    class_templates,
+    classify_image,
+    score_boxes,
+)
 from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL, ClipModel
 from fiftyone_clip_zeroshot.core.options import OptionsError, check_prompts
 from fiftyone_clip_zeroshot.labeling.fo_private import declare_fields
@@ -51,6 +57,7 @@ class VerifyJob(SampleJob):
         mismatch_tag: str = MISMATCH_TAG,
         device: str | None = None,
         skip_failures: bool = True,
+        prompt_templates: str | Sequence[str] | None = None,
     ):
         self.field_types = {label_field: fo.Detections, **({relabel_field: fo.Detections} if relabel_field else {})}
         check_target(samples, self.field_types)  # a label_field of another type is refused here
@@ -61,8 +68,8 @@ class VerifyJob(SampleJob):
         self.label_field = label_field
         self.relabel_field = relabel_field and check_field_name(relabel_field, "relabel_field")
         self.classes = check_prompts(classes or samples.distinct(f"{label_field}.detections.label"))
-        prompt_texts(self.classes, template)
-        self.margin, self.template, self.mismatch_tag = margin, template, mismatch_tag
+        self.templates = class_templates(template, prompt_templates)
+        self.margin, self.mismatch_tag = margin, mismatch_tag
         self.skip_failures = skip_failures
         self.samples = samples.exists(label_field)
         self.model = resolve_model(model, device)
@@ -75,7 +82,7 @@ class VerifyJob(SampleJob):
     def labels(self, sample: fo.Sample, pixels: torch.Tensor) -> dict[str, fo.Detections]:
         detections = sample[self.label_field]  # edited in place after scoring, so ids stay
         xyxy = pixel_xyxy(detections.detections, (int(pixels.shape[2]), int(pixels.shape[1])))
-        verdict = score_boxes(pixels, xyxy, self.classes, self.model, self.margin, self.template)
+        verdict = score_boxes(pixels, xyxy, self.classes, self.model, self.margin, self.templates)
         relabelled = []
         for detection, label, score in zip(detections.detections, verdict.labels, verdict.scores):
             detection["clip_label"], detection["clip_confidence"] = label, float(score)
@@ -107,12 +114,13 @@ class ClassifyJob(SampleJob):
         store_logits: bool = False,
         device: str | None = None,
         skip_failures: bool = True,
+        prompt_templates: str | Sequence[str] | None = None,
     ):
         self.classes = check_prompts(classes)
         if len(self.classes) < 2:
             raise OptionsError("classification needs at least two classes to choose between")
-        prompt_texts(self.classes, template)
-        self.label_field, self.template, self.store_logits = check_field_name(label_field), template, store_logits
+        self.templates = class_templates(template, prompt_templates)
+        self.label_field, self.store_logits = check_field_name(label_field), store_logits
         self.skip_failures = skip_failures
         check_target(samples, {label_field: fo.Classification})
         self.samples = samples
@@ -123,7 +131,7 @@ class ClassifyJob(SampleJob):
         declare_fields(self.samples, {self.label_field: fo.Classification})
 
     def labels(self, sample: fo.Sample, pixels: torch.Tensor) -> dict[str, fo.Classification]:
-        probs, logits = classify_image(pixels, self.classes, self.model, self.template)
+        probs, logits = classify_image(pixels, self.classes, self.model, self.templates)
         best = int(probs.argmax())
         label = fo.Classification(label=self.classes[best], confidence=float(probs[best]))
         if self.store_logits:
@@ -143,6 +151,7 @@ def verify(
     device: str | None = None,
     skip_failures: bool = True,
     progress: Progress = True,
+    prompt_templates: str | Sequence[str] | None = None,
 ) -> int:
     """Have CLIP read every box of ``label_field``; returns the number of disagreements.
 
@@ -165,9 +174,11 @@ def verify(
         device: ``"cuda"``, ``"cpu"`` or None (the GPU when there is one).
         skip_failures: leave samples whose image cannot be read unchecked, and go on.
         progress: True, False or a callback ``(done, total)``.
+        prompt_templates: read each class through several templates instead of ``template``: a
+            set's name (``"photo"``; ``"openai"``, ``"simple"`` with open_clip) or ``"{}"`` strings.
     """
     job = VerifyJob(samples, label_field, classes, model, margin, template, relabel_field, mismatch_tag, device,
-                    skip_failures)
+                    skip_failures, prompt_templates)
     run_job(job, progress)
     return job.mismatches
 
@@ -182,10 +193,12 @@ def classify(
     device: str | None = None,
     skip_failures: bool = True,
     progress: Progress = True,
+    prompt_templates: str | Sequence[str] | None = None,
 ) -> None:
     """Zero-shot classification of each image into ``classes`` → ``fo.Classification`` in ``label_field``.
 
-    ``confidence`` is the softmax probability over the classes.
+    ``confidence`` is the model's probability of the class: for CLIP a softmax over the classes,
+    for SigLIP the class's own sigmoid probability.
 
     Args:
         samples: a dataset or view of images.
@@ -197,8 +210,10 @@ def classify(
         device: ``"cuda"``, ``"cpu"`` or None (the GPU when there is one).
         skip_failures: leave samples whose image cannot be read unlabelled, and go on.
         progress: True, False or a callback ``(done, total)``.
+        prompt_templates: read each class through several templates instead of ``template`` (see ``verify``).
     """
-    run_job(ClassifyJob(samples, classes, label_field, model, template, store_logits, device, skip_failures), progress)
+    run_job(ClassifyJob(samples, classes, label_field, model, template, store_logits, device, skip_failures,
+                        prompt_templates), progress)
 
 
 @dataclass

@@ -23,10 +23,8 @@ from fiftyone_clip_zeroshot.core.embedding_store import Counts, open_store, pixe
 from fiftyone_clip_zeroshot.core.localize import Localization, localize_batch
 from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL, ClipModel
 from fiftyone_clip_zeroshot.core.options import (
-    DEFAULT_THRESH,
     LocalizeOptions,
     OptionsError,
-    check_method,
     check_prompts,
 )
 from fiftyone_clip_zeroshot.labeling import claim_store
@@ -81,9 +79,9 @@ class DetectJob(SampleJob):
         **options: Any,
     ):
         self.prompts = check_prompts(prompts)
-        self.thresholds = per_prompt_thresholds(options.get("confidence_thresh"), self.prompts, method)
-        if self.thresholds:  # localize at the lowest, then keep each prompt's boxes at/above its own
-            options["confidence_thresh"] = min(self.thresholds.values())
+        given = check_prompt_thresholds(options.get("confidence_thresh"), self.prompts)
+        if given is not None:  # set after the model is known: prompts left out get its family's default
+            options["confidence_thresh"] = None
         self.options = LocalizeOptions.create(method=method, **options)
         self.label_field = check_field_name(label_field)
         self.heatmap_fields = heatmap_fields(label_field, self.prompts) if heatmaps else []
@@ -112,6 +110,11 @@ class DetectJob(SampleJob):
             self.previous_field_dir = Path(part_of.previous_field_dir) if part_of.previous_field_dir else None
         self.samples = samples.exists(label_field, False) if skip_existing else samples
         self.model = resolve_model(model, device)
+        self.options = self.options.for_model(self.model)
+        self.thresholds: dict[str, float] = {}
+        if given is not None:  # localize at the lowest, then keep each prompt's boxes at/above its own
+            self.thresholds = {p: float(given.get(p, self.options.confidence_thresh)) for p in self.prompts}
+            self.options = replace(self.options, confidence_thresh=min(self.thresholds.values()))
         self.image_batch_size = check_image_batch(image_batch_size, self.model)
         self.fields = [*self.field_types]
         self._run: DetectRun | None = None
@@ -322,19 +325,18 @@ def check_image_batch(size: int | None, model: ClipModel) -> int:
     return size
 
 
-def per_prompt_thresholds(thresh: Any, prompts: list[str], method: str) -> dict[str, float]:
-    """A per-prompt ``confidence_thresh`` (a dict) checked and completed with the method's default
-    for the prompts it leaves out; ``{}`` for one threshold (a float or None)."""
+def check_prompt_thresholds(thresh: Any, prompts: list[str]) -> dict[str, float] | None:
+    """A per-prompt ``confidence_thresh`` (a dict) checked (the prompts it leaves out take the
+    default); None for one threshold (a float or None)."""
     if not isinstance(thresh, dict):
-        return {}
+        return None
     unknown = sorted(set(thresh) - set(prompts))
     if unknown:
         raise OptionsError(f"confidence_thresh names prompts that are not detected: {unknown}; prompts: {prompts}")
     for prompt, value in thresh.items():
         if not isinstance(value, (int, float)) or not 0 <= value <= 1:
             raise OptionsError(f"confidence_thresh of {prompt!r} must be in [0, 1], got {value!r}")
-    default = DEFAULT_THRESH[check_method(method)]
-    return {prompt: float(thresh.get(prompt, default)) for prompt in prompts}
+    return {prompt: float(value) for prompt, value in thresh.items()}
 
 
 def _png_paths(sample: fo.Sample, fields: list[str], field_dir: Path | None) -> list[Path]:

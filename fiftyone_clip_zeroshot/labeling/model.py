@@ -42,8 +42,9 @@ class ClipZeroShotModel(fom.SamplesMixin, fom.Model):
     ):
         fom.SamplesMixin.__init__(self)
         self.prompts = check_prompts(prompts)
-        self.options = LocalizeOptions.create(method=method, **options)
+        options = LocalizeOptions.create(method=method, **options)
         self.clip = resolve_model(model, device)
+        self.options = options.for_model(self.clip)
         self._preprocess = False
 
     @property
