@@ -8,7 +8,8 @@ and the defaults measured for it.
 - **Sigmoid families** (SigLIP, SigLIP 2) learnt, for each pair alone, whether this text matches
   this image. A score is ``sigmoid(scale * cos + bias)``, the model's own probability, for each
   prompt by itself; several can be high together and all can be low. Negative prompts and other
-  prompts take no share of it (``docs/python.md`` has the measured choice).
+  prompts take no share of it: the family's probability is already absolute, and a share would
+  make it relative again (``benchmarks/thresholds.py --competition`` measures the other rule).
 
 A new family is one ``Family`` in ``FAMILIES``.
 """
@@ -22,8 +23,6 @@ from types import MappingProxyType
 import numpy as np
 import torch
 
-ALL_METHODS = ("sliding_window", "occlusion", "proposals", "dense")
-
 
 @dataclass(frozen=True)
 class Family:
@@ -31,7 +30,8 @@ class Family:
 
     ``model_types``: the transformers ``config.model_type`` values it covers; ``sigmoid``: scores
     are the model's own per-pair probability (else a softmax against the other texts);
-    ``thresholds``: the default ``confidence_thresh`` per method, measured on the quality panel;
+    ``thresholds``: the default ``confidence_thresh`` per method (measured on the quality panel
+    where the family has a panel model);
     ``pad_texts``: texts padded to the model's full text length and read without a mask, as the
     family was trained (SigLIP)."""
 
@@ -40,7 +40,6 @@ class Family:
     thresholds: Mapping[str, float]
     sigmoid: bool = False
     pad_texts: bool = False
-    methods: tuple[str, ...] = ALL_METHODS
 
     def probabilities(self, logits: torch.Tensor, count: int, dim: int = -1) -> torch.Tensor:
         """Scores in [0, 1] of the first ``count`` texts along ``dim`` of ``logits`` (scale x cosine
@@ -71,7 +70,7 @@ CLIP = Family(
 )
 SIGLIP = Family(
     "SigLIP", ("siglip",),
-    _thresholds(sliding_window=0.1, occlusion=0.1, proposals=0.1, dense=0.1),
+    _thresholds(sliding_window=0.1, occlusion=0.1, proposals=0.1, dense=0.1),  # provisional: no panel SigLIP yet
     sigmoid=True, pad_texts=True,
 )
 FAMILIES: dict[str, Family] = {"clip": CLIP, "siglip": SIGLIP}

@@ -17,6 +17,7 @@ from fiftyone_clip_zeroshot.core.regions import PROPOSAL_SIDE
 
 if TYPE_CHECKING:
     from fiftyone_clip_zeroshot.core.model import ClipModel
+
 # options for crowds of small objects in large images (aerial tiles): proposals segmented at native
 # resolution in 400-px tiles, at finer scales; measured with benchmarks/photos.py --small-objects
 SMALL_OBJECTS = {"proposal_tile": 400, "proposal_side": 400, "proposal_scales": (20, 60, 180)}
