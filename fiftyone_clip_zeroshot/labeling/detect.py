@@ -277,8 +277,9 @@ def detect(
         model: a hub id, a local CLIP folder, a packaged name (``"shapes-world"``) or a ``ClipModel``.
         label_field: where the ``fo.Detections`` go; heatmap fields are named after it.
         heatmaps: also store one heatmap per prompt (inline when small, else a PNG next to the dataset).
-        confidence_thresh: minimum box confidence (None: the method's measured default), or one per
-            prompt, e.g. ``fz.calibrate(...)``'s result (prompts it leaves out get the method's default).
+        confidence_thresh: minimum box confidence (None: the measured default of the model's family
+            and the method), or one per prompt, e.g. ``fz.calibrate(...)``'s result (prompts it leaves
+            out get that default).
         batch_size: crops per forward pass for this run (None: the model's).
         image_batch_size: images localized together, their crops encoded as one stream of
             batches (same results as one by one); None: 8 on a GPU, 1 on the CPU.
