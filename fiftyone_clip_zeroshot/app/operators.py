@@ -283,8 +283,9 @@ def _model_params(ctx) -> dict[str, Any]:
 
 
 def _templates_input(inputs: types.Object, note: str = "") -> None:
-    inputs.enum("prompt_templates", templates_view().values(), default=NO_TEMPLATES, label=TEMPLATES_LABEL,
-                view=templates_view(), description=TEMPLATES_HELP + (f"; {note}" if note else ""))
+    view = templates_view()
+    inputs.enum("prompt_templates", view.values(), default=NO_TEMPLATES, label=TEMPLATES_LABEL, view=view,
+                description=TEMPLATES_HELP + (f"; {note}" if note else ""))
 
 
 def _field_choice(ctx, inputs: types.Object, name: str, label_type: type, label: str) -> None:

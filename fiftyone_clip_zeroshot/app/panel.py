@@ -189,7 +189,8 @@ class ClipZeroShotPanel(ReviewSection, foo.Panel):
                   or "Hugging Face id, local folder, or one of: " + ", ".join(map(model_label, available_models())))
         panel.float("threshold", label="Confidence threshold", min=0, max=1,
                     description=f"empty: the default of the model's family and the method ({thresholds_text()})")
-        panel.enum("prompt_templates", templates_view().values(), label=TEMPLATES_LABEL, view=templates_view(),
+        templates = templates_view()
+        panel.enum("prompt_templates", templates.values(), label=TEMPLATES_LABEL, view=templates,
                    default=state.get("prompt_templates") or NO_TEMPLATES, description=TEMPLATES_HELP)
         if state.get("calibrated"):
             panel.bool("use_calibrated", label=f"Per-prompt thresholds calibrated on `{state.get('inspect_field')}`",

@@ -313,10 +313,11 @@ def model_family(name: str) -> str | None:
     e.g. ``"SigLIP"``; None where its config is not here or names no family."""
     from transformers.utils import cached_file
 
-    if is_open_clip_folder(resolve_model_path(name)):
+    source = resolve_model_path(name)
+    if is_open_clip_folder(source):
         return "CLIP, OpenCLIP"
     try:
-        path = cached_file(resolve_model_path(name), "config.json", local_files_only=True)
+        path = cached_file(source, "config.json", local_files_only=True)
         with open(path) as f:
             family = family_of(json.load(f).get("model_type", ""))
     except (OSError, ValueError):

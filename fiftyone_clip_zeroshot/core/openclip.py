@@ -25,7 +25,7 @@ from fiftyone_clip_zeroshot.core.errors import ModelLoadError
 CONFIG_FILE = "open_clip_config.json"
 CHECK_TOLERANCE = 1e-3  # cosine distance between open_clip's embeddings and the copy's, at load
 
-# transformers name <- open_clip name, with ``{tower}``/``{i}`` placeholders per block.
+# transformers name <- open_clip name: within every block of both towers (_TOWERS), then whole-model weights.
 _BLOCK = {
     "layer_norm1": "ln_1", "layer_norm2": "ln_2", "self_attn.out_proj": "attn.out_proj",
     "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj",
