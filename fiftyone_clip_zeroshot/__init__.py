@@ -1,12 +1,16 @@
 """Zero-shot object localization and detection with CLIP, for FiftyOne.
 
-The core (``load_model``, ``localize``, ``propose``, and ``cache_info`` / ``clear_cache`` of the
-embedding store) does not import FiftyOne; ``detect``,
-``run_status``, ``requeue``, ``zero_shot_model`` (for ``apply_model``) and the curation functions
-(``verify``, ``classify``, ``evaluate``, ``tag_for_review``, ``review_view``), the review of
-auto-labels (``accept``, ``reject``, ``relabel``, ``promote``, ``calibrate``, ``review_report``)
-and ``open_panel`` (the App panel beside the grid) do, and are imported on first use.
+The core (``load_model``, ``localize``, ``propose`` on one image, and ``cache_info`` /
+``clear_cache`` of the embedding store) does not import FiftyOne; ``detect``, ``propose`` over a
+collection, ``index_objects`` and ``search`` (objects by text), ``run_status``, ``requeue``,
+``zero_shot_model`` (for ``apply_model``) and the curation functions (``verify``, ``classify``,
+``evaluate``, ``tag_for_review``, ``review_view``), the review of auto-labels (``accept``,
+``reject``, ``relabel``, ``promote``, ``calibrate``, ``review_report``) and ``open_panel`` (the App
+panel beside the grid) do, and are imported on first use.
 """
+
+import sys
+from typing import Any
 
 from fiftyone_clip_zeroshot.core import (
     SMALL_OBJECTS,
@@ -21,8 +25,8 @@ from fiftyone_clip_zeroshot.core import (
     clear_cache,
     load_model,
     localize,
-    propose,
 )
+from fiftyone_clip_zeroshot.core import propose as _propose_image
 
 _FIFTYONE_API = {
     "detect": "fiftyone_clip_zeroshot.labeling.detect",
@@ -49,6 +53,10 @@ _FIFTYONE_API = {
     "calibrate": "fiftyone_clip_zeroshot.labeling.calibrate",
     "Calibration": "fiftyone_clip_zeroshot.labeling.calibrate",
     "open_panel": "fiftyone_clip_zeroshot.app.panel",
+    "index_objects": "fiftyone_clip_zeroshot.labeling.search",
+    "search": "fiftyone_clip_zeroshot.labeling.search",
+    "IndexedObjects": "fiftyone_clip_zeroshot.labeling.search",
+    "ClipEmbeddingsModel": "fiftyone_clip_zeroshot.labeling.embeddings",
 }
 
 __all__ = [
@@ -67,6 +75,27 @@ __all__ = [
     "propose",
     *_FIFTYONE_API,
 ]
+
+
+def propose(images: Any, **options: Any) -> Any:
+    """The class-agnostic candidate boxes that every method reads, found before any prompt.
+
+    For one image (a path, PIL image, numpy array or ``(3, H, W)`` tensor), returns them as
+    ``(N, 4)`` float64 xyxy in image px (``core.localize.propose``). For a dataset or view, stores
+    each image's as ``fo.Detections`` in ``label_field`` (default ``"candidates"``) and returns None
+    (``labeling.candidates.propose_samples``: ``label_field``, ``skip_failures``, ``progress``).
+
+    Args:
+        images: one image, or a dataset or view of images.
+        **options: ``LocalizeOptions`` fields; the proposal ones count (``proposal_tile``,
+            ``proposal_side``, ``proposal_scales``; ``fz.SMALL_OBJECTS`` for crowds of small objects).
+    """
+    collections = sys.modules.get("fiftyone.core.collections")
+    if collections is not None and isinstance(images, collections.SampleCollection):
+        from fiftyone_clip_zeroshot.labeling.candidates import propose_samples
+
+        return propose_samples(images, **options)
+    return _propose_image(images, **options)
 
 
 def __getattr__(name: str):

@@ -7,7 +7,8 @@ It first links this repository into FiftyOne's plugins dir (``plugin.install``),
 ``fiftyone operators list`` show the plugin. Then the whole review loop: detect
 (``clip_detections`` for all prompts and one ``clip_detections_heatmap_<prompt>`` per prompt) →
 verify each box with CLIP → evaluate against ``ground_truth`` (FiftyOne's COCO-style evaluation) →
-tag doubtful labels ``needs_review`` → count the review patches. Prints the report.
+tag doubtful labels ``needs_review`` → count the review patches. Prints the report. It also
+registers the repository's zoo source, which ``fz.index_objects`` needs.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import fiftyone as fo
 import fiftyone_clip_zeroshot as fz
 from fiftyone_clip_zeroshot.core.localizers import METHODS
 from fiftyone_clip_zeroshot.labeling.detect import default_heatmap_root
-from fiftyone_clip_zeroshot.plugin.install import PluginInstallError, install_plugin
+from fiftyone_clip_zeroshot.plugin.install import PluginInstallError, install_plugin, install_zoo_source
 from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
 
 DATASET = "clip-zeroshot-demo"
@@ -63,6 +64,7 @@ def main() -> None:
     args = parser.parse_args()
     try:
         print(f"plugin: linked into FiftyOne's plugins dir as {install_plugin()}")
+        print(f"zoo source: {install_zoo_source()}")
     except PluginInstallError as error:
         print(f"plugin: not linked ({error})")
     if args.open and not fo.dataset_exists(DATASET):

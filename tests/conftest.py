@@ -8,6 +8,10 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
+import zipfile
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 _ROOT = Path(tempfile.mkdtemp(prefix="clip-zeroshot-tests-"))
@@ -25,6 +29,7 @@ os.environ.update(
 )
 
 import fiftyone as fo  # noqa: E402
+import fiftyone.zoo as foz  # noqa: E402
 import psutil  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -137,3 +142,28 @@ def shapes_model():
 def plugin_dir(tmp_root):
     """The repository itself, linked into the temp plugins dir as the demo command links it."""
     return install_plugin()
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def zoo_source(tmp_root):
+    """This repository's zoo source, registered the way users do: a zip of its files (as ``git
+    ls-files`` lists them) served from 127.0.0.1. Yields the source's URL."""
+    folder = tmp_root / "zoo-archive"
+    folder.mkdir(exist_ok=True)
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split()
+    with zipfile.ZipFile(folder / "fiftyone-clip-zeroshot.zip", "w") as archive:
+        for name in files:
+            if (REPO / name).is_file() and not name.endswith(".safetensors"):
+                archive.write(REPO / name, f"fiftyone-clip-zeroshot/{name}")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/fiftyone-clip-zeroshot.zip"
+    foz.register_zoo_model_source(url, overwrite=True)
+    yield url
+    server.shutdown()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import fiftyone as fo
 import pytest
+from fiftyone.utils.iou import compute_ious
 
 import fiftyone_clip_zeroshot as fz
 from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
@@ -30,6 +31,7 @@ ARTIFACTS = Path(os.environ.get("E2E_ARTIFACTS", Path(__file__).resolve().parent
 PROMPTS = ["yellow circle", "purple circle"]
 TYPED = "yellow circle, purple circle"  # what a person types; the run must record exactly PROMPTS
 SELECT = (0, 2)  # grid positions clicked
+SEARCHED = "yellow cross"  # three of them in the six scenes
 TIMEOUT_MS = 120_000
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -310,3 +312,29 @@ def test_panel_as_a_newcomer_meets_it(app, page, shapes_model):
     page.evaluate(SCROLL_TOP_JS)
     page.wait_for_timeout(3000)
     _docs_shot(page, "newcomer-panel.png", "app-panel.jpg")
+
+
+def test_text_search_over_indexed_candidates_in_the_app(app, page, zoo_source):
+    """Index the candidates, open them as patches, type a prompt in the App's similarity search, show
+    its results: the first patches are objects of that class (by IoU with the ground truth)."""
+    dataset, url, session = app
+    fz.propose(dataset, progress=False)
+    fz.index_objects(dataset, brain_key="objects", model="shapes-world", progress=False)
+    session.view = dataset.to_patches("candidates")
+    page.goto(url)
+    _dismiss_banner(page)
+    page.get_by_text(f"{dataset.count('candidates.detections')} patches", exact=True).first.wait_for()
+    page.locator('[data-cy="action-sort-by-similarity"]').click()
+    search = page.locator('[data-cy="input-Type anything!"]')
+    search.fill(f"a photo of a {SEARCHED}")
+    search.press("Enter")  # FiftyOne 1.22 runs it in its Similarity Search panel
+    page.get_by_text("Completed", exact=True).first.wait_for()
+    page.locator('button[aria-label="Show results"]').first.click(force=True)  # its sortable tile says aria-disabled
+    assert _wait_for(lambda: "stages.Select" in str(session.view._serialize()), 60), "the results were not shown"
+    page.wait_for_timeout(3000)  # the grid redraws in the new order
+    _docs_shot(page, "search.png", "app-search.jpg")
+    first = session.view.limit(3)
+    hits = [bool(truth) and compute_ious([patch.candidates], truth).max() >= 0.5
+            for patch in first
+            for truth in [[d for d in dataset[patch.sample_id].ground_truth.detections if d.label == SEARCHED]]]
+    assert sum(hits) >= 2, f"{sum(hits)} of the first 3 patches show a {SEARCHED}"

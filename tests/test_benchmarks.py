@@ -89,3 +89,10 @@ def test_real_clip_benchmark_says_what_to_fetch_when_offline():
             real_clip.load_coco(2)
     else:
         pytest.skip("COCO is reachable from here; the offline error is not exercised")
+
+
+def test_search_benchmark_smoke():
+    out = _run("benchmarks/search.py", "--scenes", "12", "--min-objects", "3", "--scale", "20", "--backends", "sklearn")
+    row = next(line.split() for line in out.splitlines() if line.startswith("shapes-world"))
+    assert int(row[1]) > 0 and 0 <= float(row[2]) <= 1 and 0 <= float(row[3]) <= 1
+    assert "20 samples x" in out and "sklearn  build" in out and "fz.search" in out

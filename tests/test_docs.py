@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from fiftyone_clip_zeroshot.demo import DATASET, DEMO_SEED, PROMPTS
+from fiftyone_clip_zeroshot.plugin.install import install_zoo_source
 from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,6 +46,7 @@ else:
 CHECKS = {  # marker in a block -> what its offline error must satisfy
     "needs the hub": 'type(error).__name__ == "ModelLoadError" and "Download them once" in str(error)',
     "needs GitHub": '"Failed to retrieve model metadata" in str(error)',
+    "needs a Qdrant server": '"qdrant" in str(error).lower()',
 }
 
 
@@ -56,7 +58,9 @@ def anchors(page: Path) -> set[str]:
 
 @pytest.fixture(scope="module")
 def demo_dataset(tmp_root, plugin_dir):
-    """The demo's dataset, smaller: its scenes, seed and classes, 4 samples."""
+    """The demo's dataset, smaller: its scenes, seed and classes, 4 samples; and the zoo source
+    registered, as the demo command does."""
+    install_zoo_source()
     return load_shapes_dataset(DATASET, 4, tmp_root / "images" / "docs", seed=DEMO_SEED, classes=PROMPTS,
                                persistent=True)
 

@@ -1,9 +1,13 @@
 """FiftyOne remote zoo source: ``foz.register_zoo_model_source(<repo url>)`` finds ``manifest.json``
-here and exposes one zoo model per localizer (``clip-zeroshot-sliding-window``, ...).
+here and exposes one zoo model per localizer (``clip-zeroshot-sliding-window``, ...), plus
+``clip-zeroshot-embeddings``, which embeds images, patches and prompts for the brain's similarity
+indexes and the App's text search.
 
     model = foz.load_zoo_model("clip-zeroshot-sliding-window", prompts=["a fluffy cat"],
                                clip_model="openai/clip-vit-base-patch32")
     dataset.apply_model(model, label_field="clip")
+    fob.compute_similarity(dataset, patches_field="candidates", model="clip-zeroshot-embeddings",
+                           model_kwargs={"clip_model": "openai/clip-vit-base-patch32"}, brain_key="objects")
 
 FiftyOne imports this file on its own, so it only reaches into the installed package
 (``pip install`` this repository); CLIP weights come from ``clip_model`` when the model loads.
@@ -13,6 +17,7 @@ import json
 import os
 
 PREFIX = "clip-zeroshot-"
+EMBEDDINGS = PREFIX + "embeddings"
 
 
 def download_model(model_name, model_path):
@@ -20,11 +25,12 @@ def download_model(model_name, model_path):
     fz = _package()
     os.makedirs(os.path.dirname(model_path), exist_ok=True)
     with open(model_path, "w") as file:
-        json.dump({"model": model_name, "method": _method(model_name), "package": fz.__name__}, file)
+        json.dump({"model": model_name, "package": fz.__name__}, file)
 
 
 def load_model(model_name, model_path, prompts=None, clip_model=None, device=None, **options):
-    """``fz.zero_shot_model`` for ``prompts`` with this zoo model's method.
+    """``fz.zero_shot_model`` for ``prompts`` with this zoo model's method; for ``clip-zeroshot-embeddings``,
+    the embedding model (``ClipEmbeddingsModel``: no prompts; ``prompt_templates``, ``batch_size``).
 
     Args:
         prompts: what to find, a list or one text separated by commas or new lines.
@@ -35,6 +41,11 @@ def load_model(model_name, model_path, prompts=None, clip_model=None, device=Non
     fz = _package()
     from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL
     from fiftyone_clip_zeroshot.core.options import parse_prompts
+
+    if model_name.split("@")[0] == EMBEDDINGS:
+        from fiftyone_clip_zeroshot.labeling.embeddings import ClipEmbeddingsModel
+
+        return ClipEmbeddingsModel(clip_model or DEFAULT_MODEL, device=device, **options)
 
     if not prompts:
         raise ValueError(f"{model_name} needs prompts, e.g. foz.load_zoo_model({model_name!r}, prompts=['a cat'])")

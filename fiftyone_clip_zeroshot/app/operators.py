@@ -16,6 +16,8 @@ are one text, separated by commas or new lines, as the forms send them (a list w
 - ``classify_images``: ``classes``, ``template``, ``label_field``, ``store_logits``;
 - ``detect``, ``verify_labels`` and ``classify_images`` also take ``prompt_templates`` (a set's name, see
   ``core.prompt_templates``; "none" or empty: prompts read as typed);
+- ``propose_candidates``: ``label_field``, ``small_objects`` (no model: the candidates need none);
+- ``index_objects``: ``label_field`` (the boxes), ``brain_key``, ``backend`` ("sklearn" | "lancedb");
 - ``evaluate_and_review``: ``pred_field``, ``gt_field``, ``eval_key``, ``confidence_below``, ``tag``
   (runs at once, then opens the review patches);
 - ``promote_labels``: ``label_field`` (the reviewed field), ``dest_field`` (the curated one; runs at once
@@ -54,8 +56,9 @@ from fiftyone_clip_zeroshot.core.model import (
     model_hint,
     model_label,
 )
-from fiftyone_clip_zeroshot.core.options import parse_prompts, thresholds_text
+from fiftyone_clip_zeroshot.core.options import SMALL_OBJECTS, parse_prompts, thresholds_text
 from fiftyone_clip_zeroshot.labeling.calibrate import calibrated_thresholds
+from fiftyone_clip_zeroshot.labeling.candidates import DEFAULT_CANDIDATES_FIELD, ProposeJob
 from fiftyone_clip_zeroshot.labeling.curate import (
     MISMATCH_TAG,
     REVIEW_TAG,
@@ -69,9 +72,11 @@ from fiftyone_clip_zeroshot.labeling.detect import DetectJob
 from fiftyone_clip_zeroshot.labeling.results import unused_field_name
 from fiftyone_clip_zeroshot.labeling.review import promote
 from fiftyone_clip_zeroshot.labeling.runs import DetectRun, plugin_fields
+from fiftyone_clip_zeroshot.labeling.search import DEFAULT_BRAIN_KEY, IndexObjectsJob
 from fiftyone_clip_zeroshot.labeling.shards import queue_shards, shard_job_options
 
 SEPARATED = "separated by commas or new lines"
+SEARCH_BACKENDS = ("sklearn", "lancedb")
 SUGGESTED_MODELS = [DEFAULT_MODEL, "openai/clip-vit-base-patch16", "openai/clip-vit-large-patch14",
                     "google/siglip2-base-patch16-224", "google/siglip-base-patch16-224"]
 
@@ -234,6 +239,65 @@ class ClassifyImages(JobOperator):
                            prompt_templates=templates_param(ctx.params.get("prompt_templates")), **_model_params(ctx))
 
 
+class ProposeCandidates(JobOperator):
+    """Class-agnostic candidate boxes per image (``fz.propose``), with no prompt and no model."""
+
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return job_config("propose_candidates", "CLIP zero-shot: propose candidate objects",
+                          "Store every image's class-agnostic candidate boxes (no prompt, no model), best first, "
+                          "to look through or to index for text search")
+
+    def resolve_input(self, ctx) -> types.Property:
+        inputs = types.Object()
+        inputs.str("label_field", default=DEFAULT_CANDIDATES_FIELD, required=True, label="Candidates field",
+                   description="An existing field's candidates are replaced")
+        inputs.bool("small_objects", default=False, label="Crowds of small objects",
+                    description="Segment in tiles, so that small objects keep their pixels (slower)")
+        _target_inputs(ctx, inputs)
+        return types.Property(inputs, view=types.View(label="Propose candidate objects"))
+
+    def make_job(self, ctx) -> ProposeJob:
+        options = SMALL_OBJECTS if ctx.params.get("small_objects") else {}
+        return ProposeJob(ctx.target_view(), ctx.params.get("label_field") or DEFAULT_CANDIDATES_FIELD, **options)
+
+    def outcome(self, job: ProposeJob, done: int) -> str:
+        return (f"proposed candidates for {done - len(job.failures)} of {job.total} samples into "
+                f"{job.label_field!r}; open them with the patches button, or index them for text search")
+
+
+class IndexObjects(JobOperator):
+    """A FiftyOne Brain similarity index of a detections field's boxes, for the App's text search."""
+
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return job_config("index_objects", "CLIP zero-shot: index objects for text search",
+                          "Embed every box of a detections field (candidates) with CLIP into a similarity index; "
+                          "then search its patches view by text")
+
+    def resolve_input(self, ctx) -> types.Property:
+        inputs = types.Object()
+        _field_choice(ctx, inputs, "label_field", fo.Detections, "Boxes to index (e.g. the candidates)")
+        inputs.str("brain_key", default=DEFAULT_BRAIN_KEY, required=True, label="Brain key",
+                   description="The index's name; the patches view's search box lists it")
+        backends = types.Dropdown()
+        for name in SEARCH_BACKENDS:
+            backends.add_choice(name, label=name)
+        inputs.enum("backend", backends.values(), default=SEARCH_BACKENDS[0], label="Backend", view=backends,
+                    description="sklearn: in memory; lancedb: on disk, for datasets that outgrow memory")
+        _model_inputs(ctx, inputs)
+        _target_inputs(ctx, inputs)
+        return types.Property(inputs, view=types.View(label="Index objects for text search"))
+
+    def make_job(self, ctx) -> IndexObjectsJob:
+        return IndexObjectsJob(ctx.target_view(), ctx.params.get("label_field") or "",
+                               ctx.params.get("brain_key") or DEFAULT_BRAIN_KEY,
+                               backend=ctx.params.get("backend") or None, **_model_params(ctx))
+
+    def outcome(self, job: IndexObjectsJob, done: int) -> str:
+        return f"{job.result}; open the {job.label_field!r} patches and search them by text"
+
+
 class EvaluateAndReview(foo.Operator):
     """Evaluate detections against ground truth, tag doubtful labels and open them for review."""
 
@@ -297,6 +361,11 @@ def _field_choice(ctx, inputs: types.Object, name: str, label_type: type, label:
 
 def _run_inputs(ctx, inputs: types.Object) -> None:
     """Model, device, target and delegation: the same on every run operator."""
+    _model_inputs(ctx, inputs)
+    _target_inputs(ctx, inputs)
+
+
+def _model_inputs(ctx, inputs: types.Object) -> None:
     models = types.AutocompleteView()
     for name in dict.fromkeys([*available_models(), *SUGGESTED_MODELS]):
         models.add_choice(name, label=model_label(name))
@@ -307,6 +376,9 @@ def _run_inputs(ctx, inputs: types.Object) -> None:
     for choice in ("auto", "cuda", "cpu"):
         device.add_choice(choice, label=choice)
     inputs.enum("device", device.values(), default="auto", label="Device", view=device)
+
+
+def _target_inputs(ctx, inputs: types.Object) -> None:
     inputs.view_target(ctx)
     count = len(ctx.target_view())
     inputs.bool("delegate", default=count > DELEGATE_ABOVE, label="Delegate (run in the background)",
@@ -359,5 +431,6 @@ class OpenPanel(foo.Operator):
 
 
 def register(plugin) -> None:
-    for operator in (DetectWithClip, VerifyLabels, ClassifyImages, EvaluateAndReview, PromoteLabels, OpenPanel):
+    for operator in (DetectWithClip, VerifyLabels, ClassifyImages, ProposeCandidates, IndexObjects, EvaluateAndReview,
+                     PromoteLabels, OpenPanel):
         plugin.register(operator)

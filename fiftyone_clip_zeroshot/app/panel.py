@@ -31,6 +31,7 @@ from fiftyone_clip_zeroshot.core.localizers import METHODS
 from fiftyone_clip_zeroshot.core.model import available_models, form_default_model, model_hint, model_label
 from fiftyone_clip_zeroshot.core.options import OptionsError, check_prompts, parse_prompts, thresholds_text
 from fiftyone_clip_zeroshot.labeling.curate import REVIEW_TAG, tag_for_review
+from fiftyone_clip_zeroshot.labeling.labels import CANDIDATE_LABEL
 from fiftyone_clip_zeroshot.labeling.results import (
     busiest_field,
     confidence_view,
@@ -151,6 +152,12 @@ class ClipZeroShotPanel(ReviewSection, foo.Panel):
     def on_clear(self, ctx) -> None:
         ctx.ops.clear_view()
 
+    def on_candidate_patches(self, ctx) -> None:
+        """Show the inspected candidates field's boxes as patches, best (objectness) first."""
+        field = ctx.panel.state.get("inspect_field")
+        if field in detection_fields(ctx.dataset):
+            ctx.ops.set_view(ctx.dataset.to_patches(field).sort_by(f"{field}.confidence", reverse=True))
+
     def on_requeue(self, ctx) -> None:
         """Run the lost and failed shards of the inspected sharded run again (``requeue``)."""
         field = ctx.panel.state.get("inspect_field")
@@ -168,6 +175,8 @@ class ClipZeroShotPanel(ReviewSection, foo.Panel):
         ctx.panel.state.set("summary", _summary_markdown(stats, run, str(status) if status else None))
         ctx.panel.state.set("requeue", sum(s.state in RECOVERABLE for s in status.shards) if status else 0)
         ctx.panel.state.set("heatmap_prompts", [s.prompt for s in stats if s.heatmap_field])
+        ctx.panel.state.set("candidates", field in detection_fields(ctx.dataset) and
+                            ctx.dataset.distinct(f"{field}.detections.label") == [CANDIDATE_LABEL])
         ctx.panel.state.set("traces", histogram_traces(stats))
         for key, value in self.review_state(ctx).items():
             ctx.panel.state.set(key, value)
@@ -240,6 +249,9 @@ class ClipZeroShotPanel(ReviewSection, foo.Panel):
         for index, prompt in enumerate(state.get("heatmap_prompts") or []):
             panel.btn(f"heatmap_{index}", label=f"Show heatmap: {prompt}", on_click=self.on_show_heatmap,
                       params={"prompt": prompt})
+        if state.get("candidates"):
+            panel.btn("candidate_patches", label="Look at the candidates as patches, best first",
+                      on_click=self.on_candidate_patches)
         panel.btn("tag", label=f"Tag labels below {slider:.2f} '{REVIEW_TAG}'", on_click=self.on_tag)
         panel.btn("clear", label="Clear filter", on_click=self.on_clear)
         self.render_review(ctx, panel)

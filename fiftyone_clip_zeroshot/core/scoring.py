@@ -90,22 +90,8 @@ class PromptScorer:
         if self.cache is None or keys is None or count == 0:
             self.counts.computed += count
             return self._encode(count, make_batch, encode)
-        kind = getattr(encode, "kind", "pooled")
-        found, missing = self.cache.lookup(kind, keys)
-        self.counts.stored += count - len(missing)
-        self.counts.computed += len(missing)
-        out: torch.Tensor | None = None
-        if len(missing):
-            new = self._encode(len(missing), lambda index: make_batch(missing[index]), encode)
-            self.cache.add(kind, np.asarray(keys)[missing], new)
-            out = new.new_empty((count, *new.shape[1:]))
-            out[torch.as_tensor(missing, device=new.device)] = new
-        hits = np.array([i for i, row in enumerate(found) if row is not None], np.int64)
-        if len(hits):
-            stored = torch.from_numpy(np.stack([found[i] for i in hits])).to(self.model.device, torch.float32)
-            out = stored.new_empty((count, *stored.shape[1:])) if out is None else out
-            out[torch.as_tensor(hits, device=out.device)] = stored
-        return out
+        return stored_or_encoded(self.cache, self.counts, getattr(encode, "kind", "pooled"), keys, make_batch,
+                                 lambda n, batch: self._encode(n, batch, encode), self.model.device)
 
     def _encode(self, count: int, make_batch: MakeBatch, encode: Callable[[torch.Tensor], torch.Tensor] | None
                 ) -> torch.Tensor:
@@ -128,6 +114,28 @@ class PromptScorer:
             return torch.zeros(0, self.count, device=self.model.device)
         count, make_batch, keys = context_crops(pixels, xyxy, margins, self.model.image_size)
         return self(self.encode(count, make_batch, keys=keys)).view(len(margins), len(xyxy), -1).mean(0)
+
+
+def stored_or_encoded(cache: ImageEmbeddings, counts: Counts, kind: str, keys: np.ndarray, make_batch: MakeBatch,
+                      encode: Callable[[int, MakeBatch], torch.Tensor], device: torch.device) -> torch.Tensor:
+    """The rows ``keys`` names: read from the image's store entry ``cache`` where it holds them, the
+    others ``encode``d (``(count, make_batch)``) and added to it; ``counts`` tallies both."""
+    count = len(keys)
+    found, missing = cache.lookup(kind, keys)
+    counts.stored += count - len(missing)
+    counts.computed += len(missing)
+    out: torch.Tensor | None = None
+    if len(missing):
+        new = encode(len(missing), lambda index: make_batch(missing[index]))
+        cache.add(kind, np.asarray(keys)[missing], new)
+        out = new.new_empty((count, *new.shape[1:]))
+        out[torch.as_tensor(missing, device=new.device)] = new
+    hits = np.array([i for i, row in enumerate(found) if row is not None], np.int64)
+    if len(hits):
+        stored = torch.from_numpy(np.stack([found[i] for i in hits])).to(device, torch.float32)
+        out = stored.new_empty((count, *stored.shape[1:])) if out is None else out
+        out[torch.as_tensor(hits, device=out.device)] = stored
+    return out
 
 
 def context_crops(pixels: torch.Tensor, xyxy: np.ndarray, margins: Sequence[float],

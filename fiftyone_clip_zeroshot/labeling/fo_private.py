@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import fiftyone as fo
 
 
@@ -25,3 +27,19 @@ def serialized_view(view: fo.core.collections.SampleCollection) -> list[dict]:
     """The view's stages as an operation's context stores them (public: only ``ctx.view`` in an
     operator, which a queue without an App request has no way to build)."""
     return view._serialize()
+
+
+def nearest_labels(index: Any, query: str, k: int) -> list[str]:
+    """The ids of the ``k`` labels nearest to a text ``query`` in a patches similarity index, nearest
+    first: what ``index.sort_by_similarity`` selects, before a view of samples forgets the order
+    (and without generating a patches view of the whole index)."""
+    _, label_ids = index._kneighbors(query=index._parse_query(query), k=k, aggregation="mean")
+    return list(label_ids)
+
+
+def check_similarity_backend(backend: str | None, **backend_kwargs: Any) -> None:
+    """Refuse a similarity backend the brain does not know, or whose package is not installed,
+    before any embedding work (public: only ``compute_similarity``, which finds out at the end)."""
+    from fiftyone.brain.similarity import _parse_config
+
+    _parse_config(backend, **backend_kwargs).build().ensure_requirements()

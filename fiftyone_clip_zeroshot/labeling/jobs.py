@@ -72,6 +72,11 @@ class SampleJob:
         self._targets: list[tuple[str, str]] = list(zip(ids, paths))  # what the run labels, bound by id
         self.total = len(self._targets)
 
+    @property
+    def device(self) -> torch.device:
+        """Where decoded images go: the model's device."""
+        return self.model.device
+
     def labels(self, sample: fo.Sample, pixels: torch.Tensor) -> dict[str, Any]:
         """The field values to set on ``sample`` (raise to leave the sample untouched)."""
         raise NotImplementedError
@@ -106,7 +111,7 @@ class SampleJob:
         done = 0
         try:
             with ThreadPoolExecutor(PREFETCH) as pool, self.samples.save_context(**SAVE_EVERY) as saver:
-                images = prefetch_images(pool, [path for _, path in self._targets], self.model.device,
+                images = prefetch_images(pool, [path for _, path in self._targets], self.device,
                                          ahead=max(PREFETCH, self.image_batch_size))
                 for start in range(0, len(self._targets), self.image_batch_size):
                     chunk = [(target, next(images)) for target in self._targets[start:start + self.image_batch_size]]

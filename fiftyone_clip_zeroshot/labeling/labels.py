@@ -38,10 +38,14 @@ def to_detections(results: list[Localization], image_wh: tuple[int, int], method
     return fo.Detections(detections=detections)
 
 
-def to_candidates(xyxy: np.ndarray, image_wh: tuple[int, int]) -> fo.Detections:
-    """Class-agnostic candidate boxes as ``fo.Detections`` labelled ``candidate``, in the order read."""
-    return fo.Detections(detections=[fo.Detection(label=CANDIDATE_LABEL, bounding_box=box)
-                                     for box in relative_xywh(np.asarray(xyxy).reshape(-1, 4), image_wh)])
+def to_candidates(xyxy: np.ndarray, image_wh: tuple[int, int], confidence: np.ndarray | None = None
+                  ) -> fo.Detections:
+    """Class-agnostic candidate boxes as ``fo.Detections`` labelled ``candidate``, in the order given,
+    with ``confidence`` (per box) when given."""
+    boxes = relative_xywh(np.asarray(xyxy).reshape(-1, 4), image_wh)
+    scores = [None] * len(boxes) if confidence is None else [float(c) for c in confidence]
+    return fo.Detections(detections=[fo.Detection(label=CANDIDATE_LABEL, bounding_box=box, confidence=score)
+                                     for box, score in zip(boxes, scores)])
 
 
 def to_heatmap(heatmap: np.ndarray, png_path: Path | None = None, full_at: float = 1.0) -> fo.Heatmap:

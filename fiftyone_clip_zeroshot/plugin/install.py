@@ -1,14 +1,18 @@
-"""Link this repository into FiftyOne's plugins dir, where the App and ``fiftyone operators list`` find it.
+"""Link this repository into FiftyOne's plugins dir, where the App and ``fiftyone operators list`` find
+it, and register its zoo source offline, where ``foz.load_zoo_model`` and the brain find it.
 
     python -m fiftyone_clip_zeroshot.plugin.install
 
 FiftyOne discovers plugins only under ``fo.config.plugins_dir``, by their ``fiftyone.yml``; a pip
 install alone is not found. One symlink is made, ``<plugins_dir>/fiftyone-clip-zeroshot``; anything
-else already there under that name is left alone and reported.
+else already there under that name is left alone and reported. The zoo source (``zoo/``) is what
+``foz.register_zoo_model_source(<repository URL>)`` would download, copied from here instead.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import fiftyone as fo
@@ -46,12 +50,31 @@ def install_plugin(plugins_dir: str | Path | None = None) -> Path:
     return link
 
 
+def install_zoo_source() -> str:
+    """Register this repository's zoo source (``zoo/``: the localizers and ``clip-zeroshot-embeddings``)
+    from the local files, as a download of it would, and return its URL (``file://`` this repository).
+    A source of the same name registered before is replaced."""
+    manifest_path = REPO / "zoo" / "manifest.json"
+    if not manifest_path.is_file():
+        raise PluginInstallError(f"{REPO} holds no zoo/manifest.json: this package was installed without its "
+                                 "repository; foz.register_zoo_model_source(<repository URL>) instead")
+    manifest = json.loads(manifest_path.read_text())
+    url = REPO.as_uri()
+    folder = Path(fo.config.model_zoo_dir).expanduser().joinpath(*manifest["name"].split("/"))
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    shutil.copy(REPO / "zoo" / "__init__.py", folder / "__init__.py")
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "url": url}, indent=4))
+    return url
+
+
 def main() -> None:
     try:
         link = install_plugin()
     except PluginInstallError as error:
         raise SystemExit(f"plugin: not linked: {error}") from None
     print(f"plugin: {link} -> {REPO} (restart the App to see it)")
+    print(f"zoo source: {install_zoo_source()} (clip-zeroshot-* models, e.g. for fz.index_objects)")
 
 
 if __name__ == "__main__":
