@@ -19,12 +19,13 @@ from fiftyone_clip_zeroshot.core.images import load_image
 from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL, ClipModel
 from fiftyone_clip_zeroshot.core.prompt_templates import resolve_templates
 from fiftyone_clip_zeroshot.core.windows import crop_boxes
+from fiftyone_clip_zeroshot.labeling.image_model import ImageModel
 from fiftyone_clip_zeroshot.labeling.jobs import resolve_model
 
 EMBEDDINGS_ZOO_NAME = "clip-zeroshot-embeddings"
 
 
-class ClipEmbeddingsModel(fom.Model, fom.EmbeddingsMixin, fom.PromptMixin):
+class ClipEmbeddingsModel(ImageModel, fom.EmbeddingsMixin, fom.PromptMixin):
     """Unit-norm CLIP embeddings of whole images (or the patches FiftyOne cuts) and of prompts.
 
     An image is read as the localizers read a crop: resized to the model's square input. Prompts
@@ -36,27 +37,6 @@ class ClipEmbeddingsModel(fom.Model, fom.EmbeddingsMixin, fom.PromptMixin):
         self.clip = resolve_model(model, device)
         self.templates = resolve_templates(prompt_templates)
         self.batch_size = batch_size
-        self._preprocess = False
-
-    @property
-    def media_type(self) -> str:
-        return "image"
-
-    @property
-    def ragged_batches(self) -> bool:
-        return True
-
-    @property
-    def transforms(self) -> None:
-        return None
-
-    @property
-    def preprocess(self) -> bool:
-        return self._preprocess
-
-    @preprocess.setter
-    def preprocess(self, value: bool) -> None:
-        self._preprocess = value
 
     @property
     def has_embeddings(self) -> bool:

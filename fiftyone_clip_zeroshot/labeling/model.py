@@ -17,11 +17,12 @@ from fiftyone_clip_zeroshot.core.images import load_image
 from fiftyone_clip_zeroshot.core.localize import localize_batch
 from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL, ClipModel
 from fiftyone_clip_zeroshot.core.options import LocalizeOptions, check_prompts
+from fiftyone_clip_zeroshot.labeling.image_model import ImageModel
 from fiftyone_clip_zeroshot.labeling.jobs import resolve_model
 from fiftyone_clip_zeroshot.labeling.labels import to_detections
 
 
-class ClipZeroShotModel(fom.SamplesMixin, fom.Model):
+class ClipZeroShotModel(fom.SamplesMixin, ImageModel):
     """Full-resolution zero-shot detection of ``prompts``; predicts ``fo.Detections`` per image.
 
     Images are decoded from their file (EXIF orientation applied, 16-bit and palette images
@@ -45,27 +46,6 @@ class ClipZeroShotModel(fom.SamplesMixin, fom.Model):
         options = LocalizeOptions.create(method=method, **options)
         self.clip = resolve_model(model, device)
         self.options = options.for_model(self.clip)
-        self._preprocess = False
-
-    @property
-    def media_type(self) -> str:
-        return "image"
-
-    @property
-    def ragged_batches(self) -> bool:
-        return True
-
-    @property
-    def transforms(self) -> None:
-        return None
-
-    @property
-    def preprocess(self) -> bool:
-        return self._preprocess
-
-    @preprocess.setter
-    def preprocess(self, value: bool) -> None:
-        self._preprocess = value
 
     def predict(self, arg: Any, sample: fo.Sample | None = None) -> fo.Detections:
         """Detections in one image: a decoded ``(3, H, W)`` uint8 tensor (from a DataLoader
