@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from fiftyone_clip_zeroshot.demo import DATASET, DEMO_SEED, PROMPTS
-from fiftyone_clip_zeroshot.plugin.install import install_zoo_source
 from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,10 +56,9 @@ def anchors(page: Path) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def demo_dataset(tmp_root, plugin_dir):
+def demo_dataset(tmp_root, plugin_dir, zoo_source):
     """The demo's dataset, smaller: its scenes, seed and classes, 4 samples; and the zoo source
     registered, as the demo command does."""
-    install_zoo_source()
     return load_shapes_dataset(DATASET, 4, tmp_root / "images" / "docs", seed=DEMO_SEED, classes=PROMPTS,
                                persistent=True)
 

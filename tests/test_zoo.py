@@ -40,3 +40,16 @@ def test_zoo_model_from_a_registered_source_labels_a_dataset(zoo_source, shapes_
     with pytest.raises(ValueError, match="needs prompts"):
         foz.load_zoo_model("clip-zeroshot-dense", clip_model="shapes-world")
     dataset.delete()
+
+
+def test_the_install_command_registers_the_source_offline(zoo_source):
+    from fiftyone_clip_zeroshot.plugin.install import install_zoo_source
+
+    try:
+        url = install_zoo_source()
+        assert url == REPO.as_uri() and url in foz.list_zoo_model_sources()
+        assert "clip-zeroshot-embeddings" in foz.list_zoo_models(source=url)
+        model = foz.load_zoo_model("clip-zeroshot-embeddings", clip_model="shapes-world", device="cpu")
+        assert model.embed_prompts(["a red circle"]).shape[0] == 1
+    finally:
+        foz.register_zoo_model_source(zoo_source, overwrite=True)  # the other tests' source again
