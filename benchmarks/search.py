@@ -23,8 +23,10 @@ text query: the brain's nearest 40 alone, and the whole ``fz.search`` (k=10).
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import platform
+import shutil
 import statistics
 import tempfile
 import time
@@ -44,6 +46,8 @@ cluster = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(cluster)
 MONGO = cluster.LocalMongo(ROOT / "mongo").start()
 os.environ["FIFTYONE_DATABASE_URI"] = MONGO.uri
+atexit.register(shutil.rmtree, ROOT, ignore_errors=True)  # runs last: after the mongod has stopped
+atexit.register(MONGO.stop)
 
 import fiftyone as fo  # noqa: E402
 import fiftyone.brain as fob  # noqa: E402
@@ -191,7 +195,6 @@ def main() -> None:
         print()
         for line in measure_scale(samples, round(per_scene), pool, args.backends, models[0]):
             print(line, flush=True)
-    MONGO.stop()
 
 
 if __name__ == "__main__":
