@@ -82,6 +82,5 @@ def classify_image(
     side = min(height, width)
     left, top = (width - side) / 2, (height - side) / 2
     crop = crop_boxes(pixels, np.array([[left, top, left + side, top + side]]), model.image_size)
-    text = model.encode_text(classes, templates)
-    logits = (model.logit_scale * model.encode_images(crop) @ text.T)[0] + model.logit_bias
+    logits = PromptScorer(model, classes, (), templates=templates).logits(model.encode_images(crop))[0]
     return model.family.probabilities(logits, len(classes), dim=0).cpu().numpy(), logits.cpu().numpy()

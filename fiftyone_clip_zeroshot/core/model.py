@@ -121,6 +121,8 @@ class ClipModel:
     def encode_text(self, prompts: Sequence[str], templates: Sequence[str] | None = None) -> torch.Tensor:
         """Unit-norm text embeddings ``(P, D)`` in float32, computed once per distinct text. With
         ``templates`` (``"{}"`` strings), each prompt's is the normalised mean of its templates'."""
+        if not prompts:
+            return torch.zeros(0, self.embedding_dim, device=self.device)
         if templates:
             texts = [template.format(prompt) for prompt in prompts for template in templates]
             ensemble = self.encode_text(texts).view(len(prompts), len(templates), -1).mean(1)

@@ -58,8 +58,7 @@ class PromptScorer:
         """This scorer for one image: its crops counted, and looked up in and added to the store."""
         scorer = copy.copy(self)
         scorer.counts = Counts()
-        if self.store is not None:
-            scorer.cache = self.store.entry(self.model.fingerprint, pixels_digest(pixels), self.model.dtype)
+        scorer.cache = image_entry(self.store, self.model, pixels)
         return scorer
 
     def with_encoder(self, shared: SharedEncoder) -> PromptScorer:
@@ -87,7 +86,7 @@ class PromptScorer:
         rows the image's store entry lacks; ``keys``: ``(count, k)`` integers naming each row
         (without them, or without an entry, every row is encoded). ``make_batch`` takes a slice
         or an index array; ``encode`` names its rows' kind by a ``kind`` attribute (default ``"pooled"``)."""
-        if self.cache is None or keys is None or count == 0:
+        if keys is None or count == 0:
             self.counts.computed += count
             return self._encode(count, make_batch, encode)
         return stored_or_encoded(self.cache, self.counts, getattr(encode, "kind", "pooled"), keys, make_batch,
@@ -116,11 +115,21 @@ class PromptScorer:
         return self(self.encode(count, make_batch, keys=keys)).view(len(margins), len(xyxy), -1).mean(0)
 
 
-def stored_or_encoded(cache: ImageEmbeddings, counts: Counts, kind: str, keys: np.ndarray, make_batch: MakeBatch,
-                      encode: Callable[[int, MakeBatch], torch.Tensor], device: torch.device) -> torch.Tensor:
+def image_entry(store: EmbeddingStore | None, model: ClipModel, pixels: torch.Tensor) -> ImageEmbeddings | None:
+    """The store's entry for uint8 ``(3, H, W)`` ``pixels`` under ``model`` (None without a store)."""
+    return None if store is None else store.entry(model.fingerprint, pixels_digest(pixels), model.dtype)
+
+
+def stored_or_encoded(cache: ImageEmbeddings | None, counts: Counts, kind: str, keys: np.ndarray,
+                      make_batch: MakeBatch, encode: Callable[[int, MakeBatch], torch.Tensor],
+                      device: torch.device) -> torch.Tensor:
     """The rows ``keys`` names: read from the image's store entry ``cache`` where it holds them, the
-    others ``encode``d (``(count, make_batch)``) and added to it; ``counts`` tallies both."""
+    others ``encode``d (``(count, make_batch)``) and added to it; ``counts`` tallies both. Without
+    an entry, every row is encoded."""
     count = len(keys)
+    if cache is None:
+        counts.computed += count
+        return encode(count, make_batch)
     found, missing = cache.lookup(kind, keys)
     counts.stored += count - len(missing)
     counts.computed += len(missing)

@@ -18,7 +18,7 @@ import torch
 from fiftyone_clip_zeroshot.core.images import load_image
 from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL, ClipModel
 from fiftyone_clip_zeroshot.core.prompt_templates import resolve_templates
-from fiftyone_clip_zeroshot.core.windows import crop_boxes
+from fiftyone_clip_zeroshot.core.windows import resize
 from fiftyone_clip_zeroshot.labeling.image_model import ImageModel
 from fiftyone_clip_zeroshot.labeling.jobs import resolve_model
 
@@ -63,8 +63,7 @@ class ClipEmbeddingsModel(ImageModel, fom.EmbeddingsMixin, fom.PromptMixin):
         images = [load_image(arg).to(self.clip.device) for arg in args]
 
         def make_batch(index: slice) -> torch.Tensor:
-            return torch.cat([crop_boxes(pixels, np.array([[0, 0, pixels.shape[2], pixels.shape[1]]]), size)
-                              for pixels in images[index]])
+            return torch.stack([resize(pixels, (size, size)) for pixels in images[index]])
 
         return self.clip.encode_batches(len(images), make_batch, self.batch_size).cpu().numpy()
 

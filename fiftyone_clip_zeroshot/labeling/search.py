@@ -23,11 +23,11 @@ import fiftyone.zoo as foz
 import numpy as np
 import torch
 
-from fiftyone_clip_zeroshot.core.embedding_store import Counts, open_store, pixels_digest
+from fiftyone_clip_zeroshot.core.embedding_store import Counts, open_store
 from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL, ClipModel
 from fiftyone_clip_zeroshot.core.options import LocalizeOptions, check_prompts
 from fiftyone_clip_zeroshot.core.prompt_templates import resolve_templates
-from fiftyone_clip_zeroshot.core.scoring import PromptScorer, context_crops, stored_or_encoded
+from fiftyone_clip_zeroshot.core.scoring import PromptScorer, context_crops, image_entry, stored_or_encoded
 from fiftyone_clip_zeroshot.labeling.candidates import DEFAULT_CANDIDATES_FIELD
 from fiftyone_clip_zeroshot.labeling.embeddings import EMBEDDINGS_ZOO_NAME
 from fiftyone_clip_zeroshot.labeling.fo_private import check_similarity_backend, nearest_labels
@@ -113,13 +113,11 @@ class IndexObjectsJob(SampleJob):
 
         if count == 0:
             rows = torch.zeros(0, self.model.embedding_dim)
-        elif self.store is None:
-            self.counts.computed += count
-            rows = encode(count, make_batch)
         else:
-            entry = self.store.entry(self.model.fingerprint, pixels_digest(pixels), self.model.dtype)
+            entry = image_entry(self.store, self.model, pixels)
             rows = stored_or_encoded(entry, self.counts, "pooled", keys, make_batch, encode, self.model.device)
-            entry.flush()
+            if entry is not None:
+                entry.flush()
         self.embeddings[sample.id] = rows.float().cpu().numpy()
         return {}
 
