@@ -217,7 +217,7 @@ from fiftyone_clip_zeroshot.core.embedding_store import EmbeddingStore
 store = EmbeddingStore(sys.argv[1])
 seed = int(sys.argv[2])
 for step in range(40):
-    entry = store.entry("model", "ab" * 16, torch.float32)
+    entry = store.entry("0f" * 12, "ab" * 16, torch.float32)
     keys = np.array([[seed, step]])
     entry.add("pooled", keys, torch.full((1, 64), float(seed * 1000 + step)))
     entry.add("pooled", np.array([[0, step]]), torch.zeros(1, 64))  # a row both processes write
@@ -232,7 +232,7 @@ def test_two_processes_writing_one_entry_never_damage_it(tmp_path):
     store = EmbeddingStore(root)
     with warnings.catch_warnings():
         warnings.simplefilter("error", StoreWarning)
-        entry = store.entry("model", "ab" * 16, torch.float32)
+        entry = store.entry("0f" * 12, "ab" * 16, torch.float32)
         keys = np.array([[seed, step] for seed in (1, 2) for step in range(40)])
         found, missing = entry.lookup("pooled", keys)
     assert len(missing) < len(keys)  # the last writer's rows, whole; another's may be overwritten, never mixed
@@ -265,6 +265,13 @@ def test_detect_reruns_with_new_prompts_from_the_store_and_says_so(shapes_model,
     dataset = load_shapes_dataset("store", 3, tmp_root / "images" / "store", seed=5, width=240, height=180)
     assert embedded_text(dataset.view(), "shapes-world") == ""
     run = dict(model=shapes_model, method="sliding_window", label_field="clip", **FAST)
+    digested = []
+    monkeypatch.setattr(embedding_store, "_digest_of", lambda pixels: digested.append(1) or "ab" * 16)
+    fz.detect(dataset, PROMPTS, **run)
+    assert len(digested) == 3  # once per image: its store entry and its note share one digest
+    monkeypatch.undo()
+    monkeypatch.setenv(embedding_store.CACHE_DIR_ENV, str(tmp_path / "default"))
+    fz.clear_cache()
     fz.detect(dataset, PROMPTS, **run)
     first = capsys.readouterr().out
     assert embedded_text(dataset.view(), "shapes-world").startswith("Embedded: 3 of 3 samples under `shapes-world`")
@@ -280,3 +287,130 @@ def test_detect_reruns_with_new_prompts_from_the_store_and_says_so(shapes_model,
     Image.open(edited).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(edited)
     assert embedded_text(dataset.view(), "shapes-world").startswith("Embedded: 2 of 3 samples")
     fo.delete_dataset("store")
+
+
+def _foreign_files(root) -> list:
+    """A user's own files under a folder they made the store's root, some in the store's own folders."""
+    paths = [root / "mine.npz", root / "results" / "mine.npz", root / "v1" / "mine.npz",
+             root / "v1" / ("0f" * 12) / "mine.npz", root / "v1" / ("0f" * 12) / "ab" / "mine.npz",
+             root / "v1" / ("0f" * 12) / "cd" / ("ab" * 16 + ".npz"), root / "v1" / "notes" / "ab" / "mine.json",
+             root / "v1" / "results" / "ab" / ("ab" * 16 + ".npz")]
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(bytes(10_000))
+        os.utime(path, (1, 1))  # older than any entry: first in line, were they the store's
+    return paths
+
+
+def _write_entry(store: EmbeddingStore, digest: str, floats: int = 1000) -> None:
+    entry = store.entry("0f" * 12, digest, torch.float32)
+    entry.add("pooled", np.array([[1, 2]]), torch.ones(1, floats))
+    entry.flush()
+
+
+def test_a_foreign_file_under_the_root_survives_every_store_operation(shapes_model, tmp_path):
+    root = tmp_path / "store"
+    foreign = _foreign_files(root)
+    store = EmbeddingStore(root, max_bytes=1)  # every write trims
+    _write_entry(store, "ab" * 16)
+    _write_entry(store, "cd" * 16)
+    store.note("file:x.png", {"digest": "ab" * 16})
+    _run(shapes_model, PROMPTS, str(root), "dense")
+    info = fz.cache_info(str(root))
+    assert info["files"] == 1 and info["notes"] == 1  # the run's entry (the earlier ones trimmed), the note
+    listed = store.files()
+    assert not {path for path, _ in listed} & {str(path) for path in foreign}
+    assert info["bytes"] == sum(stat.st_size for _, stat in listed)
+    assert list(info["models"]) == [shapes_model.fingerprint]
+    store.trim(max_bytes=0)
+    assert fz.clear_cache(str(root)) == 0 and fz.clear_cache(str(root), older_than_days=0) == 0
+    assert all(path.exists() for path in foreign)
+    with pytest.raises(ValueError, match="fingerprint"):
+        store.entry("../elsewhere", "ab" * 16, torch.float32)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_geometry_option_changed_between_two_runs_is_a_miss_never_an_error(method, shapes_model, tmp_path):
+    """Rows of another shape (``dense_upscale``) or crops cut elsewhere sit beside the first run's."""
+    cache = str(tmp_path / "store")
+    changed = dict(window_scales=(0.25, 0.6), window_stride=0.4, context_scales=(0.3, 0.6), context_stride=0.4,
+                   occluder_size=0.3, occluder_stride=0.4, occluder_fill="black", dense_tile=0.4, dense_stride=0.4,
+                   dense_upscale=2.0, proposal_scales=(150,), proposal_side=200, proposal_tile=160,
+                   verify_margins=(0.0, 0.15), heatmap_size=48)
+    _run(shapes_model, PROMPTS, cache, method)
+    again, crops = _run(shapes_model, PROMPTS, cache, method, **changed)
+    _assert_same(again, _run(shapes_model, PROMPTS, False, method, **changed)[0])
+    assert crops.computed > 0
+    warm, crops = _run(shapes_model, PROMPTS, cache, method)  # both shapes kept
+    assert crops.computed == 0
+    _assert_same(warm, _run(shapes_model, PROMPTS, False, method)[0])
+
+
+_SHORT_RUN = """
+import sys
+import numpy as np
+import torch
+from fiftyone_clip_zeroshot.core import embedding_store
+embedding_store.TRIM_EVERY = 1.0  # no trim on writing: only the trims on opening and at exit
+store = embedding_store.open_store(sys.argv[1])
+entry = store.entry("0f" * 12, sys.argv[2], torch.float32)
+entry.add("pooled", np.array([[1, 2]]), torch.ones(1, 25000))
+entry.flush()
+store.note_file(sys.argv[1] + "/../image.png", sys.argv[2])
+"""
+
+
+def test_short_lived_processes_keep_the_cap(tmp_path):
+    """Each process writes one entry and a note and exits; the cap (2.5 of them) holds after every one."""
+    root = tmp_path / "store"
+    (tmp_path / "image.png").write_bytes(b"png")
+    subprocess.run([sys.executable, "-c", _SHORT_RUN, str(tmp_path / "probe"), "ab" * 16], check=True, timeout=120)
+    cap = 2.5 * sum(stat.st_size for _, stat in EmbeddingStore(tmp_path / "probe").files())
+    env = {**os.environ, embedding_store.CACHE_SIZE_ENV: str(cap / 1e9)}
+    for index in range(9):
+        subprocess.run([sys.executable, "-c", _SHORT_RUN, str(root), f"{index:02x}" * 16], env=env, check=True,
+                       timeout=120)
+        assert sum(stat.st_size for _, stat in EmbeddingStore(root).files()) <= cap
+    assert fz.cache_info(str(root))["files"] >= 1
+
+
+_TRIMMER = """
+import sys, time
+from fiftyone_clip_zeroshot.core.embedding_store import EmbeddingStore, clear_cache
+store = EmbeddingStore(sys.argv[1], max_bytes=1)
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    store.trim()
+    clear_cache(sys.argv[1])
+"""
+
+
+def test_two_processes_trimming_while_a_third_writes_fail_nothing(tmp_path):
+    root = tmp_path / "store"
+    trimmers = [subprocess.Popen([sys.executable, "-c", _TRIMMER, str(root), "6"]) for _ in range(2)]
+    store = EmbeddingStore(root, max_bytes=20_000)  # this writer trims too, every other entry
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StoreWarning)
+        for index in range(300):
+            _write_entry(store, f"{index % 256:02x}" * 16)
+            store.note(f"file:{index}.png", {"digest": f"{index % 256:02x}" * 16})
+            cache_info = fz.cache_info(str(root))
+            assert cache_info["files"] >= 0
+    assert all(t.wait(timeout=120) == 0 for t in trimmers)
+
+
+def test_the_store_options_say_what_is_wrong_before_any_work(shapes_model, tmp_path, monkeypatch):
+    with pytest.raises(fz.OptionsError, match="names no store"):
+        fz.cache_info(False)
+    with pytest.raises(fz.OptionsError, match="names no store"):
+        fz.clear_cache(False)
+    for text in ("5GB", "0", "-1", "nan"):
+        monkeypatch.setenv(embedding_store.CACHE_SIZE_ENV, text)
+        with pytest.raises(fz.OptionsError, match="positive number of gigabytes"):
+            fz.localize(_image(), PROMPTS, shapes_model, cache=str(tmp_path))
+    monkeypatch.setenv(embedding_store.CACHE_SIZE_ENV, "0.5")
+    assert open_store(str(tmp_path)).max_bytes == 500_000_000
+    with pytest.raises(fz.OptionsError, match="this machine"):
+        fz.localize(_image(), PROMPTS, shapes_model, cache="file://server/share/store")
+    assert open_store(f"file://{tmp_path}/a%20store").root == tmp_path / "a store"
+    assert open_store(f"file://localhost{tmp_path}/s").root == tmp_path / "s"

@@ -146,6 +146,10 @@ def test_a_prompt_ensemble_is_the_normalised_mean_of_its_templates(shapes_model)
 
 def test_template_sets_by_name_and_clear_errors():
     assert resolve_templates("photo") == OWN_SETS["photo"] and resolve_templates(None) is None
+    for bad in ("a {} in {the} wild", "{{}}", "a {0} and a {}", "a {!r}", "a {:>9}", "a } {}"):
+        with pytest.raises(OptionsError, match="each with one '{}'"):
+            resolve_templates([bad])
+    assert resolve_templates(["a {{literal}} {}"]) == ("a {{literal}} {}",)
     pytest.importorskip("open_clip")
     openai = resolve_templates("openai")
     assert len(openai) == 80 and all(t.count("{}") == 1 for t in openai)
@@ -200,6 +204,35 @@ def test_an_open_clip_checkpoint_reads_as_the_transformers_original(open_clip_co
         ours, theirs = (fz.localize(SCENE.image, ["red circle"], m, method=method, **FAST)[0]
                         for m in (copy, shapes_model))
         assert np.abs(ours.heatmap - theirs.heatmap).max() <= 1e-4
+
+
+def test_a_long_prompt_warns_that_an_open_clip_tokenizer_truncated_it(open_clip_copy):
+    """Both kinds of open_clip tokenizer (a wrapped Hugging Face one here, its own BPE below)
+    pad and truncate to the context length, so the lengths come from their untruncated ids."""
+    import open_clip
+
+    from fiftyone_clip_zeroshot.core.openclip import OpenClipTokenizer
+
+    copy = load_model(str(open_clip_copy), device="cpu")
+    with pytest.warns(UserWarning, match="was truncated"):
+        copy.encode_text(["a red circle " * 40])
+    bpe = OpenClipTokenizer(open_clip.get_tokenizer("ViT-B-32"), 77)
+    assert [len(ids) for ids in bpe(["a cat", "a cat " * 60])["input_ids"]] == [4, 122]
+    assert bpe(["a cat"], return_tensors="pt")["input_ids"].shape == (1, 77)
+
+
+def test_a_sigmoid_open_clip_model_is_refused_not_scored_as_a_softmax(tmp_path):
+    """``logit_bias`` has no place in a transformers CLIPModel: dropping it would change the scores' meaning."""
+    open_clip = pytest.importorskip("open_clip")
+    from safetensors.torch import save_file
+
+    config = dict(embed_dim=32, init_logit_bias=-10.0,
+                  vision_cfg=dict(image_size=32, layers=1, width=64, head_width=32, patch_size=16),
+                  text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=1))
+    save_file(open_clip.CLIP(**config).state_dict(), tmp_path / "open_clip_model.safetensors")
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": config}))
+    with pytest.raises(ModelLoadError, match="logit_bias.*sigmoid"):
+        load_model(str(tmp_path), device="cpu")
 
 
 def test_an_open_clip_architecture_it_does_not_carry_is_refused_by_name(tmp_path):

@@ -5,11 +5,13 @@ the two-stage search (``fz.search``), on held-out shapes scenes and the packaged
 import subprocess
 import sys
 
+import fiftyone as fo
 import numpy as np
 import pytest
 import torch
 
 import fiftyone_clip_zeroshot as fz
+from fiftyone_clip_zeroshot.core.model import ClipModel
 from fiftyone_clip_zeroshot.core.objectness import objectness
 from fiftyone_clip_zeroshot.labeling.jobs import LabelingError
 from fiftyone_clip_zeroshot.labeling.labels import pixel_xyxy
@@ -89,6 +91,17 @@ def test_index_reuses_the_store_and_search_ranks_the_prompts_patches_first(scene
                          confidence_thresh=1.01)) == 0
 
 
+def test_search_on_a_view_finds_the_nearest_patches_of_the_view(scenes, zoo_source):
+    """Not the whole index's nearest, of which the view may hold none."""
+    _index(scenes)
+    prompt = "a photo of a blue star"
+    everywhere = set(fz.search(scenes, prompt, k=8, brain_key="objects").values("sample_id"))
+    elsewhere = [sample_id for sample_id in scenes.values("id") if sample_id not in everywhere]
+    view = scenes.select(elsewhere[:1] or scenes.values("id")[-1:])
+    found = fz.search(view, prompt, k=3, brain_key="objects")
+    assert len(found) == 3 and set(found.values("sample_id")) == set(view.values("id"))
+
+
 def test_an_index_answers_text_queries_after_a_restart(scenes, zoo_source):
     _index(scenes)
     code = ("import fiftyone as fo; d = fo.load_dataset('search'); "
@@ -115,6 +128,30 @@ def test_index_objects_says_what_is_missing(scenes, zoo_source):
     assert scenes.values("candidates.detections.id", unwind=True) == before
     with pytest.raises(LabelingError, match="'qdrant' cannot run here"):
         fz.index_objects(scenes, brain_key="on_a_server", backend="qdrant", progress=False)
+
+
+@pytest.mark.parametrize("key", ["my objects", "2nd", "", None])
+def test_a_brain_key_fiftyone_would_refuse_is_refused_before_any_encoding(key, scenes, zoo_source, monkeypatch):
+    def encoding(*_args, **_kwargs):
+        raise AssertionError("encoded before refusing the key")
+
+    monkeypatch.setattr(ClipModel, "encode_batches", encoding)
+    with pytest.raises(LabelingError, match="brain_key must be a Python identifier"):
+        fz.index_objects(scenes, brain_key=key, model="shapes-world", progress=False)
+
+
+def test_the_index_form_refuses_a_brain_key_fiftyone_would_refuse(tmp_root, zoo_source, plugin_dir):
+    import fiftyone.operators as foo
+
+    dataset = load_shapes_dataset("search-key", 1, tmp_root / "images" / "search-key", seed=7709, **SIZE)
+    dataset.add_sample_field("boxes", fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
+    with pytest.raises(foo.executor.ExecutionError, match="Path: brain_key.*Python identifier"):
+        foo.execute_operator("@clip-zeroshot/fiftyone-clip-zeroshot/index_objects", ctx=dict(
+            view=dataset.view(), params=dict(label_field="boxes", brain_key="my objects", backend="sklearn",
+                                             model="shapes-world", device="cpu", delegate=False,
+                                             view_target="DATASET"))).raise_exceptions()
+    assert not dataset.list_brain_runs()
+    dataset.delete()
 
 
 def test_the_zoo_embedding_model_embeds_prompts_and_images_as_the_package_does(zoo_source, shapes_model):

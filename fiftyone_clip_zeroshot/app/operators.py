@@ -72,7 +72,7 @@ from fiftyone_clip_zeroshot.labeling.detect import DetectJob
 from fiftyone_clip_zeroshot.labeling.results import unused_field_name
 from fiftyone_clip_zeroshot.labeling.review import promote
 from fiftyone_clip_zeroshot.labeling.runs import DetectRun, plugin_fields
-from fiftyone_clip_zeroshot.labeling.search import DEFAULT_BRAIN_KEY, IndexObjectsJob
+from fiftyone_clip_zeroshot.labeling.search import DEFAULT_BRAIN_KEY, IndexObjectsJob, brain_key_problem
 from fiftyone_clip_zeroshot.labeling.shards import queue_shards, shard_job_options
 
 SEPARATED = "separated by commas or new lines"
@@ -278,8 +278,12 @@ class IndexObjects(JobOperator):
     def resolve_input(self, ctx) -> types.Property:
         inputs = types.Object()
         _field_choice(ctx, inputs, "label_field", fo.Detections, "Boxes to index (e.g. the candidates)")
-        inputs.str("brain_key", default=DEFAULT_BRAIN_KEY, required=True, label="Brain key",
-                   description="The index's name; the patches view's search box lists it")
+        key = inputs.str("brain_key", default=DEFAULT_BRAIN_KEY, required=True, label="Brain key",
+                         description="The index's name (letters, digits, underscores); the patches view's "
+                                     "search box lists it")
+        problem = brain_key_problem(ctx.params.get("brain_key", DEFAULT_BRAIN_KEY))
+        if problem:  # refused when the form is submitted, before any work
+            key.invalid, key.error_message = True, problem
         backends = types.Dropdown()
         for name in SEARCH_BACKENDS:
             backends.add_choice(name, label=name)

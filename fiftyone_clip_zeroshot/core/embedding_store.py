@@ -14,22 +14,29 @@ on shared folders), so two processes writing the same image never mix their byte
 interrupted write leaves no entry; each file carries a checksum of its rows, so a damaged one is
 recomputed and replaced. A store that cannot be written (read-only, disk full) warns once and the
 run goes on computing (writes are tried again ``WRITE_PAUSE_S`` later). Past ``max_bytes`` the least
-recently used files go (``trim``).
+recently used files go (``trim``): when a process opens the store (at most once a minute per root),
+after each ``TRIM_EVERY`` of the cap it writes, and when it exits or a run ends. The store reads,
+counts and deletes only files of its own layout (entries and ``notes``), never anything else under
+its root, and tolerates files that another process removes under it.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import io
 import json
 import logging
 import os
-import shutil
+import re
 import threading
 import time
+import urllib.parse
+import urllib.request
 import uuid
 import warnings
+import weakref
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +46,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from fiftyone_clip_zeroshot.core.errors import OptionsError
+
 logger = logging.getLogger(__name__)
 
 CACHE_DIR_ENV = "FIFTYONE_CLIP_ZEROSHOT_CACHE_DIR"
@@ -47,7 +56,13 @@ STORE_VERSION = 1  # raise when what a key names changes (how crops are cut, how
 DEFAULT_MAX_GB = 5.0  # a laptop's share: 1,000 to 2,500 photos in float32 (docs/speed.md, "Second prompt")
 WRITE_PAUSE_S = 600  # after a failed write (read-only, disk full), no write is tried for this long
 TRIM_EVERY = 0.05  # trim after writing this fraction of max_bytes since the last trim
+TRIM_ON_OPEN_S = 60  # a store opened in a process trims if no process has for this long (marker file)
 _SUFFIX = ".npz"
+_HEX = re.compile(r"[0-9a-f]+")
+_ENTRY_NAME = re.compile(r"([0-9a-f]{2})[0-9a-f]{30}\.npz")  # a 16-byte pixels digest, filed by its first byte
+_NOTE_NAME = re.compile(r"([0-9a-f]{2})[0-9a-f]{22}\.json")  # a 12-byte name digest (``_name_digest``)
+_NOTES = "notes"
+_TRIM_MARKER = ".last-trim"
 
 
 class StoreWarning(UserWarning):
@@ -64,16 +79,42 @@ def default_cache_dir() -> Path:
 
 
 def default_max_bytes() -> int:
-    """The size cap: ``$FIFTYONE_CLIP_ZEROSHOT_CACHE_GB`` gigabytes, else ``DEFAULT_MAX_GB``."""
-    return int(float(os.environ.get(CACHE_SIZE_ENV) or DEFAULT_MAX_GB) * 1e9)
+    """The size cap: ``$FIFTYONE_CLIP_ZEROSHOT_CACHE_GB`` gigabytes (a positive number), else ``DEFAULT_MAX_GB``."""
+    text = os.environ.get(CACHE_SIZE_ENV) or str(DEFAULT_MAX_GB)
+    try:
+        gigabytes = float(text)
+    except ValueError:
+        gigabytes = float("nan")
+    if not gigabytes > 0 or gigabytes == float("inf"):
+        raise OptionsError(f"{CACHE_SIZE_ENV}={text!r}: the embedding store's cap is a positive number of "
+                           "gigabytes, such as 5 or 0.5 (cache=False runs without a store)")
+    return int(gigabytes * 1e9)
 
 
 def pixels_digest(pixels: torch.Tensor) -> str:
-    """The content key of a decoded uint8 ``(3, H, W)`` image: a digest of its shape and pixels."""
+    """The content key of a decoded uint8 ``(3, H, W)`` image: a digest of its shape and pixels,
+    computed once per tensor while it is unchanged (a run asks for it at lookup and at its note)."""
+    known = _DIGESTS.get(id(pixels))
+    if known is not None and known[0]() is pixels and known[1] == pixels._version:
+        return known[2]
+    digest = _digest_of(pixels)
+    with _DIGESTS_LOCK:
+        if len(_DIGESTS) >= _DIGESTS_KEPT:
+            del _DIGESTS[next(iter(_DIGESTS))]
+        _DIGESTS[id(pixels)] = (weakref.ref(pixels), pixels._version, digest)
+    return digest
+
+
+def _digest_of(pixels: torch.Tensor) -> str:
     array = np.ascontiguousarray(pixels.detach().cpu().numpy())
     digest = hashlib.blake2b(str(array.shape).encode(), digest_size=16)
     digest.update(array.data)
     return digest.hexdigest()
+
+
+_DIGESTS: dict[int, tuple[weakref.ref, int, str]] = {}  # id -> (the tensor, its version, its digest)
+_DIGESTS_KEPT = 64  # a few batches of images in flight
+_DIGESTS_LOCK = threading.Lock()
 
 
 @dataclass
@@ -100,7 +141,10 @@ class EmbeddingStore:
         self._lock = threading.Lock()
 
     def entry(self, model_fingerprint: str, image_digest: str, dtype: torch.dtype) -> ImageEmbeddings:
-        """The rows stored for one image under one model (read lazily, written by ``flush``)."""
+        """The rows stored for one image under one model (read lazily, written by ``flush``); both
+        keys are lowercase hex digests, as the store's layout (``files``) requires."""
+        if not (_HEX.fullmatch(model_fingerprint) and _ENTRY_NAME.fullmatch(f"{image_digest}{_SUFFIX}")):
+            raise ValueError(f"not a model fingerprint and image digest: {model_fingerprint!r}, {image_digest!r}")
         path = self.root / f"v{STORE_VERSION}" / model_fingerprint / image_digest[:2] / f"{image_digest}{_SUFFIX}"
         return ImageEmbeddings(self, path, np.float16 if dtype == torch.float16 else np.float32)
 
@@ -144,7 +188,7 @@ class EmbeddingStore:
             if due:
                 self._written = 0
         if due:
-            self.trim()
+            self.trim_quietly()
 
     def has(self, model_fingerprint: str, image_digest: str) -> bool:
         """Whether the store holds rows of this image under this model."""
@@ -154,13 +198,13 @@ class EmbeddingStore:
         """Remember small facts by name (which image a file decoded to, which weights a model name
         loaded), for what reads the store without decoding or loading: the App's "embedded" count."""
         with contextlib.suppress(OSError):  # a hint only: writing the rows says what is wrong with the store
-            _write_whole(self.root / f"v{STORE_VERSION}" / "notes" / _name_digest(name),
+            _write_whole(self._notes / _name_digest(name),
                          json.dumps({"name": name, **fields}).encode())
 
     def noted(self, name: str) -> dict[str, Any] | None:
         """What ``note`` remembered under ``name``, or None."""
         try:
-            fields = json.loads((self.root / f"v{STORE_VERSION}" / "notes" / _name_digest(name)).read_text())
+            fields = json.loads((self._notes / _name_digest(name)).read_text())
         except (OSError, ValueError):
             return None
         return fields if fields.get("name") == name else None
@@ -191,43 +235,97 @@ class EmbeddingStore:
         digests = (self.file_digest(path) for path in paths)
         return sum(digest is not None and self.has(model["fingerprint"], digest) for digest in digests)
 
-    def files(self) -> list[os.DirEntry]:
-        """Every entry file under the root."""
-        found: list[os.DirEntry] = []
-        stack = [self.root]
-        while stack:
-            try:
-                with os.scandir(stack.pop()) as entries:
-                    for item in entries:
-                        if item.is_dir(follow_symlinks=False):
-                            stack.append(Path(item.path))
-                        elif item.name.endswith(_SUFFIX) and not item.name.startswith("."):
-                            found.append(item)
-            except FileNotFoundError:
+    @property
+    def _version_dir(self) -> Path:
+        return self.root / f"v{STORE_VERSION}"
+
+    @property
+    def _notes(self) -> Path:
+        return self._version_dir / _NOTES
+
+    def files(self, notes: bool = True) -> list[tuple[str, os.stat_result]]:
+        """The path and stat of every file of the store's own layout: entries
+        (``v1/<fingerprint>/<ab>/<ab…>.npz``) and, if ``notes``, notes (``v1/notes/<ab>/<ab…>.json``).
+        Nothing else under the root is listed; a file removed meanwhile is left out."""
+        found = []
+        for model in _subdirs(self._version_dir):
+            if model.name == _NOTES and not notes or model.name != _NOTES and not _HEX.fullmatch(model.name):
                 continue
+            pattern = _NOTE_NAME if model.name == _NOTES else _ENTRY_NAME
+            for bucket in _subdirs(Path(model.path)):
+                for item in _scan(Path(bucket.path)):
+                    match = pattern.fullmatch(item.name)
+                    if match and match.group(1) == bucket.name:
+                        with contextlib.suppress(OSError):  # another process removed it
+                            if item.is_file(follow_symlinks=False):
+                                found.append((item.path, item.stat(follow_symlinks=False)))
         return found
 
     def trim(self, max_bytes: int | None = None) -> int:
-        """Delete least recently used entries until the store holds at most 90 % of ``max_bytes``
-        (default: the store's cap) once it is over it; returns the bytes freed."""
+        """Delete the least recently used entries and notes until the store holds at most 90 % of
+        ``max_bytes`` (default: the store's cap) once it is over it; returns the bytes freed. Files
+        that another process removes meanwhile are skipped."""
         cap = self.max_bytes if max_bytes is None else max_bytes
-        sized = [(item.stat().st_mtime, item.stat().st_size, item.path) for item in self.files()]
+        sized = sorted((stat.st_mtime, stat.st_size, path) for path, stat in self.files())
         total = sum(size for _, size, _ in sized)
+        with self._lock:
+            self._written = 0
         if total <= cap:
             return 0
         freed = 0
-        for _, size, path in sorted(sized):
+        for _, size, path in sized:
             if total - freed <= 0.9 * cap:
                 break
             try:
                 os.unlink(path)
                 freed += size
             except FileNotFoundError:  # another process trimmed it first
-                continue
-            except OSError:
+                freed += size
+            except OSError:  # read-only: nothing more can go
                 break
         logger.info("embedding store %s trimmed by %.1f MB", self.root, freed / 1e6)
         return freed
+
+    def trim_quietly(self) -> None:
+        """``trim``, logging instead of raising: a store that cannot be trimmed never fails a run."""
+        try:
+            self.trim()
+        except OSError as error:
+            logger.warning("could not trim the embedding store %s: %s", self.root, error)
+
+    def trim_if_due(self) -> None:
+        """Trim unless some process did in the last ``TRIM_ON_OPEN_S`` (a marker file's time), so
+        that short runs in many processes keep the cap without each scanning the store."""
+        marker = self._version_dir / _TRIM_MARKER
+        with contextlib.suppress(OSError):
+            if time.time() - marker.stat().st_mtime < TRIM_ON_OPEN_S:
+                return
+        with contextlib.suppress(OSError):  # a read-only store is trimmed by whoever can write it
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+            self.trim_quietly()
+
+    def trim_if_written(self) -> None:
+        """Trim if this process wrote to the store since its last trim (at the end of a run, at exit)."""
+        if self._written:
+            self.trim_quietly()
+
+
+def _scan(folder: Path) -> list[os.DirEntry]:
+    try:
+        with os.scandir(folder) as entries:
+            return list(entries)
+    except OSError:  # absent, removed meanwhile, or not a folder
+        return []
+
+
+def _subdirs(folder: Path) -> list[os.DirEntry]:
+    found = []
+    for item in _scan(folder):
+        with contextlib.suppress(OSError):
+            if item.is_dir(follow_symlinks=False):
+                found.append(item)
+    return found
 
 
 @dataclass
@@ -244,7 +342,7 @@ class ImageEmbeddings:
     def lookup(self, kind: str, keys: np.ndarray) -> tuple[list[np.ndarray | None], np.ndarray]:
         """Each key's stored row (None where missing), and the indices of the missing keys."""
         if self.rows is None:
-            self.rows = {k: _by_key(*kr) for k, kr in self.store.read(self.path).items()}
+            self.rows = _rows_by_group(self.store.read(self.path))
         keys = _as_keys(keys)
         kind = _group(kind, keys)
         have = {**self.rows.get(kind, {}), **self.new.get(kind, {})}
@@ -272,10 +370,10 @@ class ImageEmbeddings:
         """Write the new rows, merged with the entry as it is on disk now."""
         if not self.new or time.monotonic() < self.store.paused_until:
             return
-        merged = {k: _by_key(*kr) for k, kr in self.store.read(self.path, warn=False).items()}  # warned at lookup
+        merged = _rows_by_group(self.store.read(self.path, warn=False))  # warned at lookup
         for kind, rows in self.new.items():
             merged.setdefault(kind, {}).update(rows)
-        self.store.write(self.path, {kind: _stacked(rows) for kind, rows in merged.items()})
+        self.store.write(self.path, _stacked_by_shape(merged))
         self.rows, self.new = merged, {}
 
 
@@ -311,9 +409,24 @@ def _by_key(keys: np.ndarray, rows: np.ndarray) -> dict[bytes, np.ndarray]:
     return dict(zip((k.tobytes() for k in _as_keys(keys)), rows))
 
 
-def _stacked(rows: dict[bytes, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    keys = np.stack([np.frombuffer(k, np.int64) for k in rows])
-    return keys, np.stack(list(rows.values()))
+def _rows_by_group(stored: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, dict[bytes, np.ndarray]]:
+    """A file's stacks (one per group and row shape) as rows by key per group."""
+    groups: dict[str, dict[bytes, np.ndarray]] = {}
+    for name, (keys, rows) in stored.items():
+        groups.setdefault(name.partition("@")[0], {}).update(_by_key(keys, rows))
+    return groups
+
+
+def _stacked_by_shape(groups: dict[str, dict[bytes, np.ndarray]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Rows by key per group as stacks, one per group and row shape (``group@8x8x64``): an option
+    that changes a row's shape, such as ``dense_upscale``, also changes its key, so its rows sit
+    beside the old ones."""
+    stacks: dict[str, dict[bytes, np.ndarray]] = {}
+    for group, rows in groups.items():
+        for key, row in rows.items():
+            stacks.setdefault(f"{group}@{'x'.join(map(str, np.shape(row)))}", {})[key] = row
+    return {name: (np.stack([np.frombuffer(k, np.int64) for k in rows]), np.stack(list(rows.values())))
+            for name, rows in stacks.items()}
 
 
 def _checksum(arrays: dict[str, np.ndarray]) -> np.ndarray:
@@ -341,59 +454,73 @@ def _unpack(data: Any) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {arrays[f"kind{i}"].tobytes().decode(): (arrays[f"keys{i}"], arrays[f"rows{i}"]) for i in range(count)}
 
 
-_STORES: dict[tuple[str, int | None], EmbeddingStore] = {}
+_STORES: dict[tuple[str, int], EmbeddingStore] = {}
 
 
 def open_store(cache: bool | str | Path | EmbeddingStore | None) -> EmbeddingStore | None:
     """The store a run's ``cache`` option names: True (the default folder), a folder or
-    ``file://`` URI, a store, or None/False (no store). One store object per folder per process."""
+    ``file://`` URI, a store, or None/False (no store). One store object per folder per process;
+    opening one trims it if no process has for a minute, and it is trimmed again at exit if this
+    process wrote to it."""
     if cache is None or cache is False:
         return None
     if isinstance(cache, EmbeddingStore):
         return cache
-    root = default_cache_dir() if cache is True else _folder(str(cache))
+    root = default_cache_dir() if cache is True else store_folder(str(cache))
     key = (str(root.resolve()), default_max_bytes())
     if key not in _STORES:
-        _STORES[key] = EmbeddingStore(root)
+        store = _STORES[key] = EmbeddingStore(root, key[1])
+        store.trim_if_due()
+        atexit.register(store.trim_if_written)
     return _STORES[key]
 
 
-def _folder(cache: str) -> Path:
+def store_folder(cache: str) -> Path:
+    """The folder a ``cache`` text names: a path, or a ``file://`` URI of this machine (%-escapes decoded)."""
     if "://" not in cache:
-        return Path(cache)
-    scheme, _, rest = cache.partition("://")
-    if scheme != "file":
-        raise ValueError(f"cache={cache!r}: the embedding store takes a folder (local or a shared mount) or a "
-                         f"file:// URI; {scheme}:// is not supported")
-    return Path(rest)
+        return Path(cache).expanduser()
+    url = urllib.parse.urlsplit(cache)
+    if url.scheme != "file":
+        raise OptionsError(f"cache={cache!r}: the embedding store takes a folder (local or a shared mount) or a "
+                           f"file:// URI; {url.scheme}:// is not supported")
+    if url.netloc not in ("", "localhost"):
+        raise OptionsError(f"cache={cache!r}: a file:// URI names a folder on this machine (file:///path); mount "
+                           f"{url.netloc}'s share and give its local folder")
+    return Path(urllib.request.url2pathname(url.path))
+
+
+def _opened(cache: bool | str | Path, what: str) -> EmbeddingStore:
+    store = open_store(cache)
+    if store is None:
+        raise OptionsError(f"{what}(cache={cache!r}) names no store: pass True (the default folder) or a folder")
+    return store
 
 
 def cache_info(cache: bool | str | Path = True) -> dict[str, Any]:
-    """Where the store is, its cap, and its files and bytes per model fingerprint."""
-    store = open_store(cache)
+    """Where the store is, its cap, its files and bytes (entries and notes), and its entries'
+    files and bytes per model fingerprint."""
+    store = _opened(cache, "cache_info")
     models: dict[str, dict[str, int]] = {}
-    for item in store.files():
-        model = Path(item.path).relative_to(store.root).parts[1]
-        stats = models.setdefault(model, {"files": 0, "bytes": 0})
-        stats["files"] += 1
-        stats["bytes"] += item.stat().st_size
+    files = store.files()
+    for path, stat in files:
+        if Path(path).parent.parent.name != _NOTES:
+            stats = models.setdefault(Path(path).parent.parent.name, {"files": 0, "bytes": 0})
+            stats["files"] += 1
+            stats["bytes"] += stat.st_size
     return {"root": str(store.root), "max_bytes": store.max_bytes, "files": sum(m["files"] for m in models.values()),
-            "bytes": sum(m["bytes"] for m in models.values()), "models": models}
+            "notes": len(files) - sum(m["files"] for m in models.values()),
+            "bytes": sum(stat.st_size for _, stat in files), "models": models}
 
 
 def clear_cache(cache: bool | str | Path = True, older_than_days: float | None = None) -> int:
-    """Delete the store's entries (only those unused for ``older_than_days``, if given); returns
-    how many files went."""
-    store = open_store(cache)
+    """Delete the store's entries and notes (only those unused for ``older_than_days``, if given);
+    returns how many entries went. Nothing else under the store's root is touched."""
+    store = _opened(cache, "clear_cache")
     cutoff = time.time() - older_than_days * 86400 if older_than_days is not None else None
     removed = 0
-    for item in store.files():
-        if cutoff is None or item.stat().st_mtime < cutoff:
-            try:
-                os.unlink(item.path)
-                removed += 1
-            except FileNotFoundError:
-                continue
-    if cutoff is None:
-        shutil.rmtree(store.root / f"v{STORE_VERSION}" / "notes", ignore_errors=True)
+    for path, stat in store.files():
+        if cutoff is None or stat.st_mtime < cutoff:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+                removed += Path(path).parent.parent.name != _NOTES
     return removed

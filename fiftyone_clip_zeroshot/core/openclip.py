@@ -91,7 +91,14 @@ def weight_names(layers: dict[str, int]) -> dict[str, str]:
 
 
 def to_transformers(state: dict[str, torch.Tensor], layers: dict[str, int]) -> dict[str, torch.Tensor]:
-    """An open_clip ViT CLIP's state dict under transformers' ``CLIPModel`` names."""
+    """An open_clip ViT CLIP's state dict under transformers' ``CLIPModel`` names; a weight it
+    cannot carry (a sigmoid model's ``logit_bias``) is a ``ModelLoadError`` naming it, never dropped."""
+    unmapped = sorted(set(state) - set(weight_names(layers).values()))
+    if unmapped:
+        sigmoid = " (a sigmoid-trained, SigLIP-style model: convert it to a transformers SiglipModel)" \
+            if "logit_bias" in unmapped else ""
+        raise ModelLoadError(f"this OpenCLIP checkpoint has weights that load_model does not carry into a CLIP: "
+                             f"{', '.join(unmapped[:5])}{sigmoid}")
     out = {}
     for hf, oc in weight_names(layers).items():
         tensor = state[oc]
@@ -128,16 +135,28 @@ def tower_layers(config: Any) -> dict[str, int]:
 class OpenClipTokenizer:
     """open_clip's tokenizer behind the call ``ClipModel`` makes of a transformers tokenizer:
     every text padded to the context length (later positions never reach the pooled end-of-text
-    token, which a causal text tower reads)."""
+    token, which a causal text tower reads). Lists (no ``return_tensors``) hold each text's whole
+    ids, untruncated where open_clip's BPE tokenizer can say them, so that a long prompt is noticed."""
 
     def __init__(self, tokenize: Callable[[list[str]], torch.Tensor], context_length: int):
         self.tokenize = tokenize
         self.model_max_length = context_length
 
     def __call__(self, texts: Sequence[str], return_tensors: str | None = None, **_: Any) -> dict[str, Any]:
+        if return_tensors is None and (whole := self._whole_ids(texts)) is not None:
+            return {"input_ids": whole, "attention_mask": [[1] * len(i) for i in whole]}
         ids = self.tokenize(list(texts))
         tokens = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
         return tokens if return_tensors == "pt" else {k: v.tolist() for k, v in tokens.items()}
+
+    def _whole_ids(self, texts: Sequence[str]) -> list[list[int]] | None:
+        """Each text's ids before truncation: from open_clip's BPE tokenizer (with its start and
+        end tokens) or the Hugging Face tokenizer an ``HFTokenizer`` wraps; None for another kind."""
+        if hasattr(self.tokenize, "encode") and hasattr(self.tokenize, "sot_token_id"):
+            start, end = [self.tokenize.sot_token_id], [self.tokenize.eot_token_id]
+            return [start + self.tokenize.encode(text) + end for text in texts]
+        wrapped = getattr(self.tokenize, "tokenizer", None)
+        return list(wrapped(list(texts))["input_ids"]) if callable(wrapped) else None
 
 
 def read_open_clip(source: str, dtype: torch.dtype, local_only: bool = True

@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
+from fiftyone_clip_zeroshot.core.embedding_store import default_max_bytes, store_folder
 from fiftyone_clip_zeroshot.core.errors import OptionsError
 from fiftyone_clip_zeroshot.core.families import FAMILIES
 from fiftyone_clip_zeroshot.core.localizers import METHODS
@@ -118,8 +119,10 @@ class LocalizeOptions:
         check(self.batch_size is None or self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         check(isinstance(self.cache, (bool, str)) and self.cache != "",
               f"cache must be True, False or a folder for the embedding store, got {self.cache!r}")
-        check(not isinstance(self.cache, str) or "://" not in self.cache or self.cache.startswith("file://"),
-              f"cache={self.cache!r}: the embedding store takes a folder (local or a shared mount) or a file:// URI")
+        if isinstance(self.cache, str):
+            store_folder(self.cache)
+        if self.cache is not False:
+            default_max_bytes()  # its environment variable, read before any work
         resolve_templates(self.prompt_templates)
         check(len(self.negative_prompts) > 0,
               "negative_prompts needs at least one prompt (e.g. 'a photo of background')")

@@ -13,6 +13,7 @@ selection) come from ``open_clip.zero_shot_metadata`` (``pip install fiftyone-cl
 from __future__ import annotations
 
 import importlib.util
+import string
 from collections.abc import Sequence
 
 from fiftyone_clip_zeroshot.core.errors import OptionsError
@@ -41,11 +42,24 @@ def resolve_templates(templates: str | Sequence[str] | None) -> tuple[str, ...] 
     if isinstance(templates, str):
         return _named_set(templates)
     templates = tuple(templates)
-    bad = [t for t in templates if not isinstance(t, str) or t.count("{}") != 1]
+    bad = [t for t in templates if not _one_blank(t)]
     if not templates or bad:
         raise OptionsError(f"prompt_templates must be a set name ({', '.join(template_set_names())}) or a non-empty "
                            f"list of templates, each with one '{{}}' where the prompt goes; got {bad or templates!r}")
     return templates
+
+
+def _one_blank(template: object) -> bool:
+    """Whether ``template.format(prompt)`` puts the prompt in exactly one place and asks nothing
+    else (``{{`` and ``}}`` are literal braces)."""
+    if not isinstance(template, str):
+        return False
+    try:
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
+                  if name is not None]
+    except ValueError:  # an unmatched brace
+        return False
+    return fields == [("", "", None)]
 
 
 def _named_set(name: str) -> tuple[str, ...]:

@@ -135,9 +135,12 @@ class DetectJob(SampleJob):
 
     def finish(self) -> None:
         """Delete the replaced PNGs, and the previous run's heatmap fields that no sample holds any more
-        (a rerun with fewer prompts), so the App's sidebar lists only fields with maps."""
+        (a rerun with fewer prompts), so the App's sidebar lists only fields with maps; trim the
+        embedding store if the run wrote to it."""
         for path in self._old_pngs:
             path.unlink(missing_ok=True)
+        if self._store is not None:  # the cap holds after each run, however short
+            self._store.trim_if_written()
         dataset = _dataset_of(self.samples)
         for field in self.stale_fields:
             if dataset.has_sample_field(field) and dataset.count(field) == 0:

@@ -78,8 +78,7 @@ class IndexObjectsJob(SampleJob):
         if getattr(samples.get_field_schema().get(label_field), "document_type", None) is not fo.Detections:
             raise LabelingError(f"no fo.Detections field {label_field!r} to index; run fz.propose(samples, "
                                 f"label_field={label_field!r}) first, or name a detections field")
-        if not isinstance(brain_key, str) or not brain_key:
-            raise LabelingError(f"brain_key must be a name, got {brain_key!r}")
+        check_brain_key(brain_key)
         if brain_key in samples.list_brain_runs():
             raise LabelingError(f"brain key {brain_key!r} exists; delete it (dataset.delete_brain_run("
                                 f"{brain_key!r})) or choose another")
@@ -129,6 +128,8 @@ class IndexObjectsJob(SampleJob):
         self.result = IndexedObjects(self.brain_key, index, sum(len(e) for e in self.embeddings.values()),
                                      self.counts.stored, self.counts.computed)
         logger.info("%s", self.result)
+        if self.store is not None:
+            self.store.trim_if_written()
 
 
 def index_objects(
@@ -172,6 +173,22 @@ def index_objects(
     return job.result
 
 
+def brain_key_problem(brain_key: Any) -> str | None:
+    """Why FiftyOne would refuse ``brain_key`` as a run's name (it must be a Python identifier), or None."""
+    if isinstance(brain_key, str) and brain_key.isidentifier():
+        return None
+    return (f"brain_key must be a Python identifier (letters, digits and underscores, not starting with a "
+            f"digit), such as {DEFAULT_BRAIN_KEY!r}; got {brain_key!r}")
+
+
+def check_brain_key(brain_key: Any) -> str:
+    """``brain_key``, or a ``LabelingError`` saying why FiftyOne would refuse it."""
+    problem = brain_key_problem(brain_key)
+    if problem:
+        raise LabelingError(problem)
+    return brain_key
+
+
 def check_zoo_model() -> None:
     """Refuse to build an index whose text queries could not load their model after a restart."""
     if EMBEDDINGS_ZOO_NAME not in foz.list_zoo_models():
@@ -198,7 +215,8 @@ def search(
     against ``negative_prompts`` and the other ``prompts`` for CLIP, the prompt's own sigmoid for SigLIP.
 
     Args:
-        samples: the dataset or view that ``index_objects`` indexed (or a view of it).
+        samples: the dataset or view that ``index_objects`` indexed, or a view of it (the
+            nearest patches are then found among the view's, so ``k`` come back when it has them).
         prompt: what to find, e.g. ``"a red circle"``.
         k: how many patches to return.
         brain_key: the index built by ``index_objects``.
@@ -221,6 +239,8 @@ def search(
     negatives = LocalizeOptions.create(**({} if negative_prompts is None else
                                           {"negative_prompts": tuple(negative_prompts)})).negative_prompts
     index = samples.load_brain_results(brain_key)
+    if not isinstance(samples, fo.Dataset):  # the nearest patches of the view, not of the whole index
+        index.use_view(samples)
     ids = np.array(nearest_labels(index, prompt, first_stage or FIRST_STAGE * k))
     if len(ids):
         embeddings, _, label_ids = index.get_embeddings(label_ids=ids)
