@@ -3,6 +3,7 @@
     python benchmarks/search.py --panel                     # precision@10 per panel model (docs/search.md)
     python benchmarks/search.py --scale 1000 10000          # build and query times, memory, per backend
     python benchmarks/search.py --panel --after-detect      # and how much of the index an earlier detect gave
+    python benchmarks/search.py --stream 1000 10000         # index_objects' peak memory, per backend
     python benchmarks/search.py --scenes 20 --scale 200     # a short run
 
 **Precision** (per model): ``--scenes`` held-out shapes scenes (640x480, a seed no test model saw)
@@ -18,6 +19,12 @@ index holds as many patches as N scenes would, in the same space; the encoder's 
 in docs/speed.md). Per backend: the time ``compute_similarity`` takes to build the index from the
 embeddings, the process's memory growth, the on-disk size (LanceDB), and the median latency of a
 text query: the brain's nearest 40 alone, and the whole ``fz.search`` (k=10).
+
+**Stream**: ``--stream N`` samples as for ``--scale``, all showing one small image, indexed by
+``fz.index_objects`` (``cache=False``) with the encoder replaced by draws from the same pool of
+real embeddings (the encoder's own cost is in docs/speed.md). Per backend: the run's time and its
+peak memory above what the process held before it (sampled every 10 ms), which stays flat when
+the index is filled chunk by chunk.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import platform
 import shutil
 import statistics
 import tempfile
+import threading
 import time
 from datetime import date
 from pathlib import Path
@@ -53,7 +61,9 @@ import fiftyone as fo  # noqa: E402
 import fiftyone.brain as fob  # noqa: E402
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
+import torch  # noqa: E402
 from fiftyone.utils.iou import compute_ious  # noqa: E402
+from PIL import Image  # noqa: E402
 
 import fiftyone_clip_zeroshot as fz  # noqa: E402
 from fiftyone_clip_zeroshot.core.model import PACKAGED_MODELS  # noqa: E402
@@ -159,12 +169,61 @@ def measure_scale(samples: int, per_sample: int, pool: np.ndarray, backends: lis
     return lines
 
 
+class PeakMemory:
+    """The process's peak resident memory above its level at the start, sampled every 10 ms."""
+
+    def __init__(self):
+        self.process = psutil.Process()
+        self.start = self.peak = self.process.memory_info().rss
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.01):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_args) -> None:
+        self._done.set()
+        self._thread.join()
+
+    @property
+    def grown_mb(self) -> float:
+        return (self.peak - self.start) / 1e6
+
+
+def measure_stream(samples: int, per_sample: int, pool: np.ndarray, backends: list[str], model: str) -> list[str]:
+    rng = np.random.default_rng(samples)
+    dataset, _ = synthetic_dataset(f"stream-{samples}", samples, per_sample, pool, rng)
+    image = ROOT / "stream.png"
+    Image.new("RGB", (64, 48), (90, 120, 150)).save(image)
+    dataset.set_values("filepath", [str(image)] * samples)
+    clip = fz.load_model(model, device="cpu")
+    clip.encode_batches = lambda count, *_args, **_kwargs: torch.from_numpy(pool[rng.integers(0, len(pool), count)])
+    lines = [f"{samples} samples x {per_sample} candidates = {samples * per_sample} patches, "
+             f"{samples * per_sample * pool.shape[1] * 4 / 1e6:.0f} MB of embeddings"]
+    for backend in backends:
+        kwargs = {"uri": str(ROOT / f"lancedb-stream-{samples}")} if backend == "lancedb" else {}
+        start = time.perf_counter()
+        with PeakMemory() as memory:
+            fz.index_objects(dataset, brain_key=f"stream_{backend}", model=clip, backend=backend, cache=False,
+                             progress=False, **kwargs)
+        lines.append(f"  {backend:<8} index_objects {time.perf_counter() - start:7.1f} s   peak memory "
+                     f"+{memory.grown_mb:7.0f} MB")
+    dataset.delete()
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--panel", action="store_true", help="every packaged test model")
     parser.add_argument("--model", nargs="+", default=["shapes-world"])
     parser.add_argument("--scenes", type=int, default=120)
     parser.add_argument("--scale", type=int, nargs="*", default=[], help="sample counts for the scale figures")
+    parser.add_argument("--stream", type=int, nargs="*", default=[], help="sample counts for index_objects' memory")
     parser.add_argument("--backends", nargs="+", default=["sklearn", "lancedb"])
     parser.add_argument("--after-detect", action="store_true",
                         help="run detect (proposals) before each index, and count what the index reads back")
@@ -172,7 +231,7 @@ def main() -> None:
     args = parser.parse_args()
     install_zoo_source()
     print(f"{date.today()}  {platform.processor() or platform.machine()}, {os.cpu_count()} cores  "
-          f"torch threads {__import__('torch').get_num_threads()}")
+          f"torch threads {torch.get_num_threads()}")
     models = list(PACKAGED_MODELS) if args.panel else args.model
     print(f"\nprecision@{K}, {args.scenes} held-out scenes (seed {SEED}), classes with >= {args.min_objects} objects")
     print(f"{'model':<22} {'classes':>7} {'brain (cosine)':>15} {'re-ranked':>10}")
@@ -194,6 +253,10 @@ def main() -> None:
     for samples in args.scale:
         print()
         for line in measure_scale(samples, round(per_scene), pool, args.backends, models[0]):
+            print(line, flush=True)
+    for samples in args.stream:
+        print()
+        for line in measure_stream(samples, round(per_scene), pool, args.backends, models[0]):
             print(line, flush=True)
 
 

@@ -6,6 +6,7 @@ import dataclasses
 import threading
 
 import fiftyone as fo
+import fiftyone.core.models as fom
 import numpy as np
 import pytest
 import torch
@@ -101,13 +102,21 @@ def test_detect_and_apply_model_batch_images_with_the_results_of_one_by_one(shap
     fz.detect(dataset, prompts, label_field="one", image_batch_size=1, **run)
     fz.detect(dataset, prompts, label_field="three", image_batch_size=3, **run)
     model = fz.zero_shot_model(prompts, model=shapes_model, method="proposals", **FAST)
+    batches = []
+    predict_all = type(model).predict_all
+    model.predict_all = lambda args, samples=None: batches.append(len(args)) or predict_all(model, args, samples)
     dataset.apply_model(model, label_field="applied", batch_size=4)
+    assert batches == [4, 1], "apply_model hands the model 4 images at once"
 
     def boxes(field):
         labels = dataset.values(f"{field}.detections")
         return [[(d.label, d.bounding_box, d.confidence) for d in (x or [])] for x in labels]
 
     assert sum(map(len, boxes("one"))) > 0 and boxes("three") == boxes("one") == boxes("applied")
+    if isinstance(model, fom.TorchModelMixin):  # the DataLoader variant, its workers decoding
+        batches.clear()
+        dataset.apply_model(model, label_field="loaded", batch_size=3, num_workers=1)
+        assert batches == [3, 2] and boxes("loaded") == boxes("one")
     with pytest.raises(fz.OptionsError, match="image_batch_size must be a positive integer"):
         fz.detect(dataset, prompts, label_field="bad", image_batch_size=0, **run)
     assert not dataset.has_field("bad")

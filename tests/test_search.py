@@ -95,11 +95,13 @@ def test_search_on_a_view_finds_the_nearest_patches_of_the_view(scenes, zoo_sour
     """Not the whole index's nearest, of which the view may hold none."""
     _index(scenes)
     prompt = "a photo of a blue star"
+    everywhere_ids = fz.search(scenes, prompt, k=8, brain_key="objects").values("id")
     everywhere = set(fz.search(scenes, prompt, k=8, brain_key="objects").values("sample_id"))
     elsewhere = [sample_id for sample_id in scenes.values("id") if sample_id not in everywhere]
     view = scenes.select(elsewhere[:1] or scenes.values("id")[-1:])
     found = fz.search(view, prompt, k=3, brain_key="objects")
     assert len(found) == 3 and set(found.values("sample_id")) == set(view.values("id"))
+    assert fz.search(scenes, prompt, k=8, brain_key="objects").values("id") == everywhere_ids  # the index restored
 
 
 def test_an_index_answers_text_queries_after_a_restart(scenes, zoo_source):
@@ -152,6 +154,49 @@ def test_the_index_form_refuses_a_brain_key_fiftyone_would_refuse(tmp_root, zoo_
                                              view_target="DATASET"))).raise_exceptions()
     assert not dataset.list_brain_runs()
     dataset.delete()
+
+
+@pytest.mark.parametrize("backend", ["sklearn", "lancedb"])
+def test_an_index_is_built_chunk_by_chunk_and_a_stopped_run_leaves_none(backend, scenes, zoo_source, tmp_root,
+                                                                       monkeypatch):
+    """Rows go to the index every ``ADD_EVERY`` or so, never all held until the end."""
+    from fiftyone_clip_zeroshot.labeling import index_sinks, search
+
+    pytest.importorskip(backend)
+    kwargs = {"uri": str(tmp_root / "lancedb-chunks")} if backend == "lancedb" else {}
+    sink = index_sinks.LanceDBSink if backend == "lancedb" else index_sinks.IndexSink
+    added = []
+    add = sink.add
+    monkeypatch.setattr(search, "ADD_EVERY", 12)
+    monkeypatch.setattr(sink, "add", lambda self, rows, *ids: added.append(len(rows)) or add(self, rows, *ids))
+    built = fz.index_objects(scenes, brain_key=f"chunks_{backend}", model="shapes-world", backend=backend,
+                             progress=False, **kwargs)
+    most = max(len(s.candidates.detections) for s in scenes)
+    assert len(added) > 1 and max(added) < 12 + most and sum(added) == scenes.count("candidates.detections")
+    assert built.patches == sum(added) == built.index.total_index_size
+    assert sorted(built.index.get_embeddings()[2]) == sorted(scenes.values("candidates.detections.id", unwind=True))
+    _index(scenes)
+    prompt = "a photo of a blue star"
+    assert fz.search(scenes, prompt, k=5, brain_key=f"chunks_{backend}").values("candidates.id") == \
+        fz.search(scenes, prompt, k=5, brain_key="objects").values("candidates.id")
+
+    def failing(self, *args):
+        if added:  # after the first chunk went in
+            raise RuntimeError("the backend went away")
+        added.append(1)
+        add(self, *args)
+
+    added.clear()
+    monkeypatch.setattr(sink, "add", failing)
+    with pytest.raises(RuntimeError, match="went away"):
+        fz.index_objects(scenes, brain_key=f"stopped_{backend}", model="shapes-world", backend=backend,
+                         progress=False, **kwargs)
+    assert f"stopped_{backend}" not in scenes.list_brain_runs()
+    if backend == "lancedb":
+        import lancedb
+
+        assert list(lancedb.connect(kwargs["uri"]).table_names()) == [f"fiftyone-search-chunks_{backend}"]
+    scenes.delete_brain_run(f"chunks_{backend}")
 
 
 def test_the_zoo_embedding_model_embeds_prompts_and_images_as_the_package_does(zoo_source, shapes_model):

@@ -37,6 +37,7 @@ from fiftyone_clip_zeroshot.labeling.jobs import (
     check_field_name,
     check_target,
     dataset_name,
+    dataset_of,
     resolve_model,
     run_job,
 )
@@ -101,7 +102,7 @@ class DetectJob(SampleJob):
             self.heatmap_dir = root / _safe(dataset_name(samples)) / label_field / self.run_id
             earlier = [*previous.heatmap_fields, *previous.stale_fields] if previous else []  # a field a rerun
             self.stale_fields = [f for f in dict.fromkeys(earlier)  # of part of the samples left behind, too
-                                 if f not in self.heatmap_fields and _dataset_of(samples).has_sample_field(f)]
+                                 if f not in self.heatmap_fields and dataset_of(samples).has_sample_field(f)]
             self.previous_field_dir = previous.field_dir if previous else None
         else:  # a part of a recorded run: its folder and what it replaces
             self.run_id = part_of.run_id
@@ -141,7 +142,7 @@ class DetectJob(SampleJob):
             path.unlink(missing_ok=True)
         if self._store is not None:  # the cap holds after each run, however short
             self._store.trim_if_written()
-        dataset = _dataset_of(self.samples)
+        dataset = dataset_of(self.samples)
         for field in self.stale_fields:
             if dataset.has_sample_field(field) and dataset.count(field) == 0:
                 dataset.delete_sample_field(field)
@@ -242,11 +243,6 @@ class DetectJob(SampleJob):
             heatmap_dir=str(self.heatmap_dir), stale_fields=self.stale_fields, thresholds=self.thresholds,
             previous_field_dir=str(self.previous_field_dir) if self.previous_field_dir else None,
             candidates_field=self.candidates_field, **fields)
-
-
-def _dataset_of(samples: fo.core.collections.SampleCollection) -> fo.Dataset:
-    """The dataset behind ``samples``, by the public API (``fo_private`` keeps only calls without one)."""
-    return fo.load_dataset(dataset_name(samples))
 
 
 def detect(

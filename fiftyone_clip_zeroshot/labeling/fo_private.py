@@ -40,6 +40,14 @@ def nearest_labels(index: Any, query: str, k: int) -> list[str]:
 def check_similarity_backend(backend: str | None, **backend_kwargs: Any) -> None:
     """Refuse a similarity backend the brain does not know, or whose package is not installed,
     before any embedding work (public: only ``compute_similarity``, which finds out at the end)."""
+    similarity_config(backend, **backend_kwargs).build().ensure_requirements()
+
+
+def similarity_config(backend: str | None, **backend_kwargs: Any) -> Any:
+    """The brain's similarity config for ``backend`` (None: its default) with these settings, as
+    ``compute_similarity`` would build it: its ``method``, and a LanceDB ``uri`` and ``table_name``
+    (public: only ``compute_similarity``, which builds and registers in one go)."""
     from fiftyone.brain.similarity import _parse_config
 
-    _parse_config(backend, **backend_kwargs).build().ensure_requirements()
+    return _parse_config(backend, **backend_kwargs)
+

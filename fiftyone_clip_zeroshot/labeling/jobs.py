@@ -205,6 +205,11 @@ def dataset_name(samples: fo.core.collections.SampleCollection) -> str:
     return getattr(samples, "dataset_name", None) or samples.name
 
 
+def dataset_of(samples: fo.core.collections.SampleCollection) -> fo.Dataset:
+    """The dataset behind ``samples``, by the public API (``fo_private`` keeps only calls without one)."""
+    return fo.load_dataset(dataset_name(samples))
+
+
 def check_field_name(name: str, what: str = "label_field") -> str:
     if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
         raise LabelingError(f"{what} must be a plain field name (letters, digits, _), got {name!r}")

@@ -39,6 +39,15 @@ class LoaderClipZeroShotModel(fom.SupportsGetItem, fom.TorchModelMixin, ClipZero
     """``ClipZeroShotModel`` whose images are decoded by ``DecodeImage`` in DataLoader workers;
     each batch (a list: images differ in size) goes to ``predict_all``."""
 
+    @property
+    def has_collate_fn(self) -> bool:
+        return True
+
+    @staticmethod
+    def collate_fn(batch: list[Decoded]) -> list[Decoded]:
+        """A batch as the list of its decoded images (of any sizes), for ``predict_all``."""
+        return list(batch)
+
     def build_get_item(self, field_mapping: dict | None = None) -> DecodeImage:
         return DecodeImage(field_mapping=field_mapping)
 

@@ -47,6 +47,13 @@ class ClipZeroShotModel(fom.SamplesMixin, ImageModel):
         self.clip = resolve_model(model, device)
         self.options = options.for_model(self.clip)
 
+    @property
+    def ragged_batches(self) -> bool:
+        """False, so that ``apply_model(batch_size=B)`` hands B images at once (FiftyOne 1.22 drops
+        ``batch_size`` for a ragged model); ``predict_all`` takes a list of images of any sizes,
+        and the DataLoader variant collates its batch as that list."""
+        return False
+
     def predict(self, arg: Any, sample: fo.Sample | None = None) -> fo.Detections:
         """Detections in one image: a decoded ``(3, H, W)`` uint8 tensor (from a DataLoader
         worker), else the sample's file, else the array FiftyOne passes."""

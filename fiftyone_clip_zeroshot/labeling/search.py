@@ -2,10 +2,10 @@
 and a search that re-ranks the brain's nearest patches with our scorer.
 
 ``index_objects`` embeds each box as the localizers read a candidate (a square crop with
-``INDEX_MARGIN`` of context), reading back what the embedding store already holds, and hands the
-embeddings to ``fob.compute_similarity`` with the zoo model ``clip-zeroshot-embeddings``, so the
-index (sklearn, LanceDB or a server) can embed prompts after a restart and the App's text search
-works on the patches view. ``search`` asks that index for a few times ``k`` nearest patches
+``INDEX_MARGIN`` of context), reading back what the embedding store already holds, and adds the
+embeddings, a chunk at a time (``index_sinks``), to a brain similarity index of the zoo model
+``clip-zeroshot-embeddings``, so the index (sklearn, LanceDB or a server) can embed prompts after
+a restart and the App's text search works on the patches view. ``search`` asks that index for a few times ``k`` nearest patches
 (cosine), then orders them by the model's probability for the prompt against the negative
 prompts and any other prompts: cosine alone ranks a "red shape" near "a red circle".
 """
@@ -13,12 +13,11 @@ prompts and any other prompts: cosine alone ranks a "red shape" near "a red circ
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import fiftyone as fo
-import fiftyone.brain as fob
 import fiftyone.zoo as foz
 import numpy as np
 import torch
@@ -31,6 +30,7 @@ from fiftyone_clip_zeroshot.core.scoring import PromptScorer, context_crops, ima
 from fiftyone_clip_zeroshot.labeling.candidates import DEFAULT_CANDIDATES_FIELD
 from fiftyone_clip_zeroshot.labeling.embeddings import EMBEDDINGS_ZOO_NAME
 from fiftyone_clip_zeroshot.labeling.fo_private import check_similarity_backend, nearest_labels
+from fiftyone_clip_zeroshot.labeling.index_sinks import IndexSink, index_sink
 from fiftyone_clip_zeroshot.labeling.jobs import (
     LabelingError,
     Progress,
@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 INDEX_MARGIN = 0.1  # the context of an indexed box: the middle of the localizers' verify margins
 FIRST_STAGE = 4  # search asks the index for this many times k patches, then re-ranks them
+ADD_EVERY = 20_000  # index_objects adds rows to the index in chunks of about this many (40 MB at 512 floats)
 DEFAULT_BRAIN_KEY = "clip_zeroshot_objects"
 
 
@@ -66,7 +67,8 @@ class IndexedObjects:
 
 class IndexObjectsJob(SampleJob):
     """``index_objects`` as a job: each sample's boxes embedded as the localizers read a candidate
-    (writing nothing to the samples), then the brain's index built from them (``result``)."""
+    (writing nothing to the samples) and added to the brain's index about ``ADD_EVERY`` rows at a
+    time (``index_sinks``), so memory stays flat; a run that stops deletes what it built."""
 
     def __init__(self, samples: fo.core.collections.SampleCollection, label_field: str = DEFAULT_CANDIDATES_FIELD,
                  brain_key: str = DEFAULT_BRAIN_KEY, model: str | ClipModel = DEFAULT_MODEL,
@@ -95,38 +97,63 @@ class IndexObjectsJob(SampleJob):
         if prompt_templates is not None:
             self.model_kwargs["prompt_templates"] = prompt_templates
         self.backend, self.backend_kwargs = backend, backend_kwargs
+        self.sink: IndexSink = index_sink(samples, brain_key, self.label_field, backend,
+                                          {"model": EMBEDDINGS_ZOO_NAME, "model_kwargs": self.model_kwargs,
+                                           **backend_kwargs})
         self.store = open_store(cache)
         self.batch_size = batch_size
-        self.embeddings: dict[str, np.ndarray] = {}
         self.counts = Counts()
+        self.patches = 0
+        self._pending: list[tuple[np.ndarray, str, list[str]]] = []  # rows, sample id, label ids
+        self._pending_rows = 0
         self.result: IndexedObjects | None = None
         super().__init__()
 
+    def start(self) -> None:
+        self.sink.start()
+
     def labels(self, sample: fo.Sample, pixels: torch.Tensor) -> dict[str, Any]:
-        boxes = sample[self.label_field]
-        xyxy = pixel_xyxy(boxes.detections if boxes is not None else [], (int(pixels.shape[2]), int(pixels.shape[1])))
+        detections = sample[self.label_field].detections if sample[self.label_field] is not None else []
+        xyxy = pixel_xyxy(detections, (int(pixels.shape[2]), int(pixels.shape[1])))
         count, make_batch, keys = context_crops(pixels, xyxy, (INDEX_MARGIN,), self.model.image_size)
 
         def encode(n: int, batch: Any) -> torch.Tensor:
             return self.model.encode_batches(n, batch, self.batch_size)
 
-        if count == 0:
-            rows = torch.zeros(0, self.model.embedding_dim)
-        else:
+        if count:
             entry = image_entry(self.store, self.model, pixels)
             rows = stored_or_encoded(entry, self.counts, "pooled", keys, make_batch, encode, self.model.device)
             if entry is not None:
                 entry.flush()
-        self.embeddings[sample.id] = rows.float().cpu().numpy()
+            self._pending.append((rows.float().cpu().numpy(), sample.id, [d.id for d in detections]))
+            self._pending_rows += count
+            if self._pending_rows >= ADD_EVERY:
+                self._add_pending()
         return {}
 
+    def _add_pending(self) -> None:
+        """Hand the rows gathered so far to the index (appended to a LanceDB table on disk)."""
+        if not self._pending:
+            return
+        rows = np.concatenate([r for r, _, _ in self._pending])
+        sample_ids = [sample_id for r, sample_id, _ in self._pending for _ in range(len(r))]
+        label_ids = [label_id for _, _, ids in self._pending for label_id in ids]
+        self.sink.add(rows, sample_ids, label_ids)
+        self.patches += len(rows)
+        self._pending, self._pending_rows = [], 0
+
+    def steps(self) -> Iterator[tuple[int, int]]:
+        """``SampleJob.steps``; a run that stops (an error, an interruption) deletes its half-built index."""
+        try:
+            yield from super().steps()
+        except BaseException:
+            self.sink.abort()
+            raise
+
     def finish(self) -> None:
-        index = fob.compute_similarity(self.samples, patches_field=self.label_field, embeddings=self.embeddings,
-                                       model=EMBEDDINGS_ZOO_NAME, model_kwargs=self.model_kwargs,
-                                       brain_key=self.brain_key, backend=self.backend, progress=False,
-                                       **self.backend_kwargs)
-        self.result = IndexedObjects(self.brain_key, index, sum(len(e) for e in self.embeddings.values()),
-                                     self.counts.stored, self.counts.computed)
+        self._add_pending()
+        self.result = IndexedObjects(self.brain_key, self.sink.finish(), self.patches, self.counts.stored,
+                                     self.counts.computed)
         logger.info("%s", self.result)
         if self.store is not None:
             self.store.trim_if_written()
@@ -239,9 +266,7 @@ def search(
     negatives = LocalizeOptions.create(**({} if negative_prompts is None else
                                           {"negative_prompts": tuple(negative_prompts)})).negative_prompts
     index = samples.load_brain_results(brain_key)
-    if not isinstance(samples, fo.Dataset):  # the nearest patches of the view, not of the whole index
-        index.use_view(samples)
-    ids = np.array(nearest_labels(index, prompt, first_stage or FIRST_STAGE * k))
+    ids = _nearest_in(samples, index, prompt, first_stage or FIRST_STAGE * k)
     if len(ids):
         embeddings, _, label_ids = index.get_embeddings(label_ids=ids)
         rows = dict(zip(label_ids, embeddings))
@@ -256,3 +281,12 @@ def search(
     best = ids.tolist()
     field = config.patches_field
     return samples.select_labels(ids=best, fields=field).to_patches(field).select(best, ordered=True)
+
+
+def _nearest_in(samples: fo.core.collections.SampleCollection, index: Any, prompt: str, count: int) -> np.ndarray:
+    """The ids of the ``count`` patches of ``samples`` nearest to ``prompt``: for a view, the index
+    is restricted to it while it is asked (the index is the dataset's cached one, so it is restored)."""
+    if isinstance(samples, fo.Dataset):
+        return np.array(nearest_labels(index, prompt, count))
+    with index.use_view(samples):
+        return np.array(nearest_labels(index, prompt, count))
