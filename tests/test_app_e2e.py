@@ -90,13 +90,36 @@ def _select_in_grid(page, session, dataset, positions) -> set[str]:
         missing = [(p, i) for p, i in zip(positions, wanted) if i not in session.selected]
         if not missing:
             break
+        _settle_grid(page, [tiles.nth(p) for p in positions])
         for position, sample_id in missing:
             tiles.nth(position).hover()
             checkboxes.nth(position).click(force=True)
             _wait_for(lambda sample_id=sample_id: sample_id in session.selected, 15)
-        page.wait_for_timeout(2000)  # a late reset of the selection shows itself here
+        _wait_for(lambda: sorted(session.selected) != sorted(wanted), 2)  # a late reset of the selection
     assert sorted(session.selected) == sorted(wanted), f"selected {session.selected}, wanted {wanted}"
     return set(wanted)
+
+
+def _close_popovers(page) -> None:
+    """Close any open menu or popover: its invisible backdrop takes the pointer's events."""
+    backdrop = page.locator(".MuiPopover-root:visible, .MuiBackdrop-root:visible")
+    for _ in range(5):
+        if backdrop.count() == 0:
+            return
+        page.keyboard.press("Escape")
+        _wait_for(lambda: backdrop.count() == 0, 2)
+
+
+def _settle_grid(page, tiles) -> None:
+    """No popover open, and ``tiles`` laid out where they stay (the same boxes twice running)."""
+    _close_popovers(page)
+    last = None
+    for _ in range(30):
+        boxes = [tile.bounding_box() for tile in tiles]
+        if None not in boxes and boxes == last:
+            return
+        last = boxes
+        time.sleep(0.5)
 
 
 def _run_detect_operator(page) -> None:

@@ -3,6 +3,7 @@ resumes a view's iteration with ``skip(index)``, which goes wrong on a view whos
 run changes (``skip_existing``). Here the cursor dies for real (the error MongoDB raises, raised
 inside FiftyOne's own iteration) and every label must equal a clean run's on the same image."""
 
+import fiftyone as fo
 import fiftyone.core.dataset as fod
 import fiftyone.core.view as fov
 import pytest
@@ -11,6 +12,7 @@ from pymongo.errors import CursorNotFound
 
 import fiftyone_clip_zeroshot as fz
 from fiftyone_clip_zeroshot.labeling import jobs
+from fiftyone_clip_zeroshot.labeling.fo_private import select_targets
 from fiftyone_clip_zeroshot.labeling.shard_states import DETECT_URI
 from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
 
@@ -110,6 +112,30 @@ def test_a_sample_deleted_mid_run_is_passed_over_and_the_others_keep_their_own(s
 
     fz.detect(copy, PROMPTS, label_field="clip", progress=delete_one, **RUN)
     assert dict(zip(copy.values("id"), _boxes(copy, "clip"))) == {i: b for i, b in clean.items() if i != gone}
+    copy.delete()
+
+
+def test_a_view_that_picks_samples_is_not_rerun_per_chunk_yet_its_filters_still_hold(scenes):
+    """``take``, ``sort_by``, ``limit`` and ``skip`` chose the targets once; per chunk, the samples are
+    found by id (a scan of the whole dataset per chunk otherwise) and the view's filters applied."""
+    copy = scenes.clone("binding-picking")
+    view = copy.sort_by("filepath", reverse=True).skip(1).take(8, seed=3).limit(6).exists("clip", False)
+    targets = view.values("id")
+    query = select_targets(view, targets)
+    assert [type(stage).__name__ for stage in query._stages] == ["Select", "Exists"]
+    assert sorted(query.values("id")) == sorted(targets)
+    late = targets[-1]
+
+    def label_one(done, total):  # another run labels a target meanwhile: it leaves the filter
+        if done == 2:
+            sample = copy[late]
+            sample["clip"] = fo.Detections()
+            sample.save()
+
+    fz.detect(view, PROMPTS, label_field="clip", progress=label_one, **RUN)
+    labelled = dict(zip(copy.values("id"), copy.values("clip.detections")))
+    assert labelled[late] == [], "the sample that left the filter was passed over, its label kept"
+    assert sorted(i for i, d in labelled.items() if d is not None) == sorted(targets)
     copy.delete()
 
 

@@ -25,7 +25,7 @@ from pymongo.errors import PyMongoError
 from fiftyone_clip_zeroshot.core.errors import ClipZeroShotError
 from fiftyone_clip_zeroshot.core.images import load_image
 from fiftyone_clip_zeroshot.core.model import ClipModel, load_model
-from fiftyone_clip_zeroshot.labeling.fo_private import is_generated_view
+from fiftyone_clip_zeroshot.labeling.fo_private import is_generated_view, select_targets
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +103,9 @@ class SampleJob:
 
         Samples are bound to their images by id: the ids and paths are read once, each chunk's
         samples are fetched by id just before they are labelled (no cursor stays open while the
-        model works), and a sample that left the target meanwhile (deleted, labelled by another
-        run, or given another file) is passed over (``passed_over``). So no label can land on
+        model works; by id, with the view's filters but not its take/sort/limit stages, which chose
+        the ids: ``select_targets``), and a sample that left the target meanwhile (deleted,
+        labelled by another run, or given another file) is passed over (``passed_over``). So no label can land on
         another sample, whatever the view's filter.
         """
         self.start()
@@ -115,7 +116,8 @@ class SampleJob:
                                          ahead=max(PREFETCH, self.image_batch_size))
                 for start in range(0, len(self._targets), self.image_batch_size):
                     chunk = [(target, next(images)) for target in self._targets[start:start + self.image_batch_size]]
-                    fetched = {sample.id: sample for sample in self.samples.select([i for (i, _), _ in chunk])}
+                    fetched = {sample.id: sample for sample in select_targets(self.samples,
+                                                                              [i for (i, _), _ in chunk])}
                     present = [(fetched[i], image) for (i, path), image in chunk
                                if i in fetched and fetched[i].filepath == path]
                     for sample, outcome in zip((s for s, _ in present), self._chunk_labels(present)):

@@ -5,9 +5,10 @@ and a search that re-ranks the brain's nearest patches with our scorer.
 ``INDEX_MARGIN`` of context), reading back what the embedding store already holds, and adds the
 embeddings, a chunk at a time (``index_sinks``), to a brain similarity index of the zoo model
 ``clip-zeroshot-embeddings``, so the index (sklearn, LanceDB or a server) can embed prompts after
-a restart and the App's text search works on the patches view. ``search`` asks that index for a few times ``k`` nearest patches
-(cosine), then orders them by the model's probability for the prompt against the negative
-prompts and any other prompts: cosine alone ranks a "red shape" near "a red circle".
+a restart and the App's text search works on the patches view. ``search`` asks that index for a
+few times ``k`` nearest patches (cosine), then orders them by the model's probability for the
+prompt against the negative prompts and any other prompts: cosine alone ranks a "red shape" near
+"a red circle".
 """
 
 from __future__ import annotations
