@@ -28,8 +28,9 @@ from fiftyone_clip_zeroshot.core.images import load_image
 from fiftyone_clip_zeroshot.core.localize import heatmap_shape
 from fiftyone_clip_zeroshot.core.model import PACKAGED_MODELS, ClipModel
 from fiftyone_clip_zeroshot.core.options import LocalizeOptions
-from fiftyone_clip_zeroshot.core.patch_tokens import ATTENTION, dense_logits
+from fiftyone_clip_zeroshot.core.patch_tokens import dense_logits
 from fiftyone_clip_zeroshot.core.scoring import PromptScorer
+from fiftyone_clip_zeroshot.core.vocabulary import ATTENTION
 from fiftyone_clip_zeroshot.shapes.evaluate import held_out_scenes
 from fiftyone_clip_zeroshot.shapes.world import CLASSES, Scene
 

@@ -1,6 +1,7 @@
 """The package's shape: no import circle in any layer, and a core that does not import FiftyOne.
-Imports inside functions count; one guarded by ``TYPE_CHECKING`` does not, nor a package
-``__init__`` importing its own modules (a re-export)."""
+Every import counts, inside functions and under ``TYPE_CHECKING`` too (a module imported only for
+its types still has to be understood first), except a package ``__init__`` importing its own
+modules (a re-export)."""
 
 import ast
 from pathlib import Path
@@ -19,12 +20,8 @@ def _modules() -> dict[str, Path]:
 def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
     """The package modules ``path`` imports (``from package import module`` names the module)."""
     tree = ast.parse(path.read_text())
-    typing_only = {id(node) for block in ast.walk(tree) if isinstance(block, ast.If)
-                   and "TYPE_CHECKING" in ast.unparse(block.test) for node in ast.walk(block)}
     found = set()
     for node in ast.walk(tree):
-        if id(node) in typing_only:
-            continue
         if isinstance(node, ast.ImportFrom) and node.module and not node.level:
             submodules = {f"{node.module}.{alias.name}" for alias in node.names} & set(modules)
             found |= submodules if len(submodules) == len(node.names) else {node.module, *submodules}
@@ -69,6 +66,19 @@ def _graph() -> dict[str, set[str]]:
 
 def test_no_module_imports_itself_back_through_others():
     assert _circles(_graph()) == []
+
+
+def test_the_localizers_registered_are_the_methods_options_take():
+    from fiftyone_clip_zeroshot.core.localizers import LOCALIZERS
+    from fiftyone_clip_zeroshot.core.vocabulary import METHODS
+
+    assert tuple(LOCALIZERS) == METHODS
+
+
+def test_type_only_imports_count(tmp_path):
+    module = tmp_path / "typed.py"
+    module.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.other import Thing\n")
+    assert _imports(module, {"pkg.other": module}) == {"pkg.other"}
 
 
 def test_the_circle_finder_finds_a_circle():

@@ -10,11 +10,8 @@ from typing import TYPE_CHECKING, Any
 from fiftyone_clip_zeroshot.core.embedding_store import default_max_bytes, store_folder
 from fiftyone_clip_zeroshot.core.errors import OptionsError
 from fiftyone_clip_zeroshot.core.families import FAMILIES
-from fiftyone_clip_zeroshot.core.localizers import METHODS
-from fiftyone_clip_zeroshot.core.localizers.occlusion import FILLS
-from fiftyone_clip_zeroshot.core.patch_tokens import ATTENTION
 from fiftyone_clip_zeroshot.core.prompt_templates import resolve_templates
-from fiftyone_clip_zeroshot.core.regions import PROPOSAL_SIDE
+from fiftyone_clip_zeroshot.core.vocabulary import ATTENTION, FILLS, METHODS, PROPOSAL_SIDE
 
 if TYPE_CHECKING:
     from fiftyone_clip_zeroshot.core.model import ClipModel

@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from fiftyone_clip_zeroshot.core.options import LocalizeOptions
     from fiftyone_clip_zeroshot.core.scoring import PromptScorer
 
-ATTENTION = ("clearclip", "naclip")
 NACLIP_SIGMA = 5.0  # patches; NACLIP's neighbourhood
 
 

@@ -18,12 +18,12 @@ import supervision as sv
 import torch
 from skimage.segmentation import felzenszwalb
 
+from fiftyone_clip_zeroshot.core.vocabulary import PROPOSAL_SIDE
 from fiftyone_clip_zeroshot.core.windows import positions, resize
 
 if TYPE_CHECKING:
     from fiftyone_clip_zeroshot.core.options import LocalizeOptions
 
-PROPOSAL_SIDE = 256  # segmentation runs at this long side; boxes are scaled back to the image
 HIST_BINS = 16  # per colour channel
 DUPLICATE_IOU = 0.9
 TILE_OVERLAP = 0.25  # proposal tiles overlap by this share of their side

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import fiftyone as fo
 import numpy as np
@@ -28,9 +28,7 @@ from fiftyone_clip_zeroshot.labeling.fo_private import declare_fields, serialize
 from fiftyone_clip_zeroshot.labeling.jobs import LabelingError, dataset_name
 from fiftyone_clip_zeroshot.labeling.runs import DetectRun
 from fiftyone_clip_zeroshot.labeling.shard_states import ACTIVE, DETECT_URI, ShardStatus, shard_states
-
-if TYPE_CHECKING:
-    from fiftyone_clip_zeroshot.labeling.detect import DetectJob
+from fiftyone_clip_zeroshot.labeling.shardable import ShardableRun
 
 RECOVERABLE = ("lost", "failed", "missing")  # shard states that ``requeue`` runs again
 
@@ -56,7 +54,7 @@ class RunStatus:
         return "\n".join(lines)
 
 
-def queue_shards(job: DetectJob, shards: int, device: str | None = None,
+def queue_shards(job: ShardableRun, shards: int, device: str | None = None,
                  delegation_target: str | None = None) -> DetectRun | None:
     """Record ``job`` as a sharded run and queue ``shards`` detect operations over balanced,
     disjoint ranges of its sample ids; ``device`` is each worker's (None: its GPU if it has one).

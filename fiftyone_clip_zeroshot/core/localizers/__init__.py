@@ -4,7 +4,8 @@ A localizer is a module with a function ``localize(pixels, scorer, opts, heat_hw
 (a heatmap per prompt and class-agnostic candidate boxes) and a one-line ``SUMMARY`` for forms.
 What follows is the same for all of them and lives in ``core.detections``: candidates (and
 region proposals) are scored on crops, labelled, and de-duplicated. A new localizer is one
-module here plus one line in ``_MODULES`` (and its options in ``LocalizeOptions``).
+module here plus one line in ``_MODULES``, its name in ``core.vocabulary.METHODS`` (which options
+are checked against) and its options in ``LocalizeOptions``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable
 
 from fiftyone_clip_zeroshot.core.localizers import dense, occlusion, proposals, sliding_window
 from fiftyone_clip_zeroshot.core.localizers.evidence import Evidence
+from fiftyone_clip_zeroshot.core.vocabulary import METHODS
 
 Localizer = Callable[..., Evidence]
 
@@ -24,6 +26,5 @@ _MODULES = {
 }
 LOCALIZERS: dict[str, Localizer] = {name: module.localize for name, module in _MODULES.items()}
 SUMMARIES: dict[str, str] = {name: module.SUMMARY for name, module in _MODULES.items()}
-METHODS: tuple[str, ...] = tuple(LOCALIZERS)
 
 __all__ = ["Evidence", "LOCALIZERS", "METHODS", "SUMMARIES", "Localizer"]

@@ -18,6 +18,7 @@ import torch
 
 from fiftyone_clip_zeroshot.core import candidates
 from fiftyone_clip_zeroshot.core.localizers.evidence import Evidence
+from fiftyone_clip_zeroshot.core.vocabulary import FILLS
 from fiftyone_clip_zeroshot.core.windows import OCCLUDED_CROP, coverage_mean, positions, window_centres, window_grids
 
 if TYPE_CHECKING:
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 SUMMARY = "Hide patches of context windows; where the score drops is the object"
 OCCLUSION_GRID = 32  # cells per side of a context's drop map
 DROP_FRACTION = 0.5  # a cell belongs to the object where its drop is >= this x the context's largest
-FILLS = ("mean", "black", "gray")  # what hides an occluder's pixels
 
 
 def localize(pixels: torch.Tensor, scorer: PromptScorer, opts: LocalizeOptions, heat_hw: tuple[int, int]) -> Evidence:
