@@ -70,11 +70,14 @@ def page():
 
 
 def _dismiss_banner(page) -> None:
+    """Close the App's banner, if it shows one, and any menu that a click landing while the page was
+    still being laid out opened instead (its backdrop would take every later click)."""
     dismiss = page.get_by_text("Dismiss", exact=True)
     try:
         dismiss.click(timeout=10_000)
     except sync_api.TimeoutError:
         pass  # no banner this time
+    _close_popovers(page)
 
 
 def _select_in_grid(page, session, dataset, positions) -> set[str]:
@@ -102,12 +105,20 @@ def _select_in_grid(page, session, dataset, positions) -> set[str]:
 
 def _close_popovers(page) -> None:
     """Close any open menu or popover: its invisible backdrop takes the pointer's events."""
-    backdrop = page.locator(".MuiPopover-root:visible, .MuiBackdrop-root:visible")
+    backdrop = page.locator(".MuiPopover-root:visible")
     for _ in range(5):
         if backdrop.count() == 0:
             return
         page.keyboard.press("Escape")
         _wait_for(lambda: backdrop.count() == 0, 2)
+
+
+def _click(page, locator) -> None:
+    """Click ``locator`` once no menu or popover is open: on a loaded machine one can open late,
+    from a click that landed while the page was still being laid out."""
+    locator.wait_for()
+    _close_popovers(page)
+    locator.click()
 
 
 def _settle_grid(page, tiles) -> None:
@@ -171,7 +182,7 @@ def test_detect_operator_from_the_app_on_two_selected_samples(app, page):
     dataset, url, session = app
     page.goto(url)
     _dismiss_banner(page)
-    page.locator('[title="New panel"]').click()  # the panel is offered beside the built-in ones
+    _click(page, page.locator('[title="New panel"]'))  # the panel is offered beside the built-in ones
     page.locator('[data-cy="new-panel-option-clip_zeroshot_panel"]').wait_for()
     page.mouse.click(700, 700)  # on the menu's backdrop: closes it
     page.locator('[data-cy="new-panel-option-clip_zeroshot_panel"]').wait_for(state="detached")
@@ -226,7 +237,7 @@ def test_panel_runs_on_two_selected_samples_and_shows_a_histogram(app, page):
     page.locator('input[value="shapes-world"]').wait_for()  # offline, the model a newcomer can run at once
     assert sorted(session.selected) == sorted(selected)
     _type_prompts(page)
-    page.get_by_role("button", name="Run detection").click()  # at once: nothing typed may be lost
+    _click(page, page.get_by_role("button", name="Run detection"))  # at once: nothing typed may be lost
 
     def labelled_count() -> int:
         dataset.reload()
@@ -252,7 +263,7 @@ def test_review_queue_in_the_panel_accepts_rejects_and_relabels(app, page, shape
     page.goto(url)
     _dismiss_banner(page)
     fz.open_panel(session)
-    page.get_by_role("button", name="Start reviewing").click()
+    _click(page, page.get_by_role("button", name="Start reviewing"))
     page.get_by_text("Reviewing", exact=False).first.wait_for()
     page.screenshot(path=ARTIFACTS / "review-queue.png")
 
@@ -306,7 +317,7 @@ def test_panel_as_a_newcomer_meets_it(app, page, shapes_model):
     page.locator('input[type="radio"][value="dense"]').check()
     page.get_by_label("Embed every candidate").check()  # so that no later prompt on these samples encodes a crop
     _type_prompts(page)
-    page.get_by_role("button", name="Run detection").click()
+    _click(page, page.get_by_role("button", name="Run detection"))
     page.get_by_text(re.compile(r"^Labelled 2 of 2 samples into 'clip_detections_2' \(")).wait_for()
     assert set(dataset.exists("clip_detections_2").values("id")) == selected
     closed = _wait_for(lambda: page.get_by_role("button", name="Done").count() == 0, 10)
@@ -316,7 +327,7 @@ def test_panel_as_a_newcomer_meets_it(app, page, shapes_model):
 
     page.get_by_text("Embedded: 2 of 2 samples under", exact=False).first.wait_for()  # the model's name is code
     page.locator("textarea:not([aria-hidden])").first.fill(PROMPTS[0])
-    page.get_by_role("button", name="Run detection").click()
+    _click(page, page.get_by_role("button", name="Run detection"))
     assert _wait_for(lambda: page.evaluate(TRACES_JS) == [PROMPTS[:1]], 120), page.evaluate(TRACES_JS)
     page.get_by_text(re.compile(r"^Labelled 2 of 2 samples into 'clip_detections_2' \(0 crops encoded, [\d,]+ read "
                                 r"from the embedding store\)")).wait_for()  # a rerun computes no crop
@@ -324,7 +335,7 @@ def test_panel_as_a_newcomer_meets_it(app, page, shapes_model):
     emptied = page.locator('[data-cy="checkbox-clip_detections_2_heatmap_purple_circle"]')
     assert _wait_for(lambda: emptied.count() == 0, 30), "the emptied heatmap field stayed in the sidebar"
 
-    page.get_by_role("button", name="Start reviewing").click()
+    _click(page, page.get_by_role("button", name="Start reviewing"))
     page.get_by_role("button", name="Accept", exact=True).click()
     assert _wait_for(lambda: "accepted" in dict(dataset.count_label_tags()), 60), "no label accepted"
     page.get_by_text("✓ accepted", exact=False).first.wait_for()  # the review report's table
@@ -347,7 +358,7 @@ def test_text_search_over_indexed_candidates_in_the_app(app, page, zoo_source):
     page.goto(url)
     _dismiss_banner(page)
     page.get_by_text(f"{dataset.count('candidates.detections')} patches", exact=True).first.wait_for()
-    page.locator('[data-cy="action-sort-by-similarity"]').click()
+    _click(page, page.locator('[data-cy="action-sort-by-similarity"]'))
     search = page.locator('[data-cy="input-Type anything!"]')
     search.fill(f"a photo of a {SEARCHED}")
     search.press("Enter")  # FiftyOne 1.22 runs it in its Similarity Search panel

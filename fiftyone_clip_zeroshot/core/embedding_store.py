@@ -243,13 +243,13 @@ class EmbeddingStore:
     def _notes(self) -> Path:
         return self._version_dir / _NOTES
 
-    def files(self, notes: bool = True) -> list[tuple[str, os.stat_result]]:
+    def files(self) -> list[tuple[str, os.stat_result]]:
         """The path and stat of every file of the store's own layout: entries
-        (``v1/<fingerprint>/<ab>/<ab…>.npz``) and, if ``notes``, notes (``v1/notes/<ab>/<ab…>.json``).
-        Nothing else under the root is listed; a file removed meanwhile is left out."""
+        (``v1/<fingerprint>/<ab>/<ab…>.npz``) and notes (``v1/notes/<ab>/<ab…>.json``). Nothing
+        else under the root is listed; a file removed meanwhile is left out."""
         found = []
         for model in _subdirs(self._version_dir):
-            if model.name == _NOTES and not notes or model.name != _NOTES and not _HEX.fullmatch(model.name):
+            if model.name != _NOTES and not _HEX.fullmatch(model.name):
                 continue
             pattern = _NOTE_NAME if model.name == _NOTES else _ENTRY_NAME
             for bucket in _subdirs(Path(model.path)):
