@@ -360,6 +360,7 @@ store.note_file(sys.argv[1] + "/../image.png", sys.argv[2])
 """
 
 
+@pytest.mark.slow  # processes that each import torch
 def test_short_lived_processes_keep_the_cap(tmp_path):
     """Each process writes one entry and a note and exits; the cap (2.5 of them) holds after every one."""
     root = tmp_path / "store"
@@ -385,6 +386,7 @@ while time.monotonic() < end:
 """
 
 
+@pytest.mark.slow  # processes that each import torch
 def test_two_processes_trimming_while_a_third_writes_fail_nothing(tmp_path):
     root = tmp_path / "store"
     trimmers = [subprocess.Popen([sys.executable, "-c", _TRIMMER, str(root), "6"]) for _ in range(2)]
