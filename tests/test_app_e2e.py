@@ -113,6 +113,20 @@ def _close_popovers(page) -> None:
         _wait_for(lambda: backdrop.count() == 0, 2)
 
 
+def _set_view(session, view) -> None:
+    """``session.view = view`` once the session's client is connected: on a loaded machine the App's
+    event stream can drop, and the client reconnects within 10 s."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            session.view = view
+            return
+        except RuntimeError as error:
+            if "not connected" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
 def _click(page, locator) -> None:
     """Click ``locator`` once no menu or popover is open: on a loaded machine one can open late,
     from a click that landed while the page was still being laid out."""
@@ -354,7 +368,7 @@ def test_text_search_over_indexed_candidates_in_the_app(app, page, zoo_source):
     dataset, url, session = app
     fz.propose(dataset, progress=False)
     fz.index_objects(dataset, brain_key="objects", model="shapes-world", progress=False)
-    session.view = dataset.to_patches("candidates")
+    _set_view(session, dataset.to_patches("candidates"))
     page.goto(url)
     _dismiss_banner(page)
     page.get_by_text(f"{dataset.count('candidates.detections')} patches", exact=True).first.wait_for()
