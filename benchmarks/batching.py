@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from fiftyone_clip_zeroshot import load_model
-from fiftyone_clip_zeroshot.core.images import load_image
+from fiftyone_clip_zeroshot.core.geometry.images import load_image
 from fiftyone_clip_zeroshot.core.localize import localize_batch
-from fiftyone_clip_zeroshot.core.model import default_device
+from fiftyone_clip_zeroshot.core.models.model import default_device
 from fiftyone_clip_zeroshot.core.options import LocalizeOptions
 from fiftyone_clip_zeroshot.shapes.world import render_scene
 

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 import fiftyone_clip_zeroshot as fz
-from fiftyone_clip_zeroshot.core.model import PACKAGED_MODELS
+from fiftyone_clip_zeroshot.core.models.model import PACKAGED_MODELS
 from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
 from fiftyone_clip_zeroshot.shapes.review import kept_right, review_from_ground_truth, verdicts_from_ground_truth
 

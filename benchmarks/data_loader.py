@@ -20,7 +20,7 @@ import cluster  # noqa: E402
 SCRIPT = """
 import json, time, torch
 import fiftyone_clip_zeroshot as fz
-from fiftyone_clip_zeroshot.labeling.factory import data_loader_ready
+from fiftyone_clip_zeroshot.labeling.fo_models.factory import data_loader_ready
 from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
 assert data_loader_ready(), "fiftyone.utils.torch does not import here (torchvision)"
 ds = load_shapes_dataset("loader", {images}, "{folder}", seed=31, width={width}, height={height})

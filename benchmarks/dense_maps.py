@@ -24,11 +24,11 @@ import numpy as np
 import torch
 
 from fiftyone_clip_zeroshot import load_model
-from fiftyone_clip_zeroshot.core.images import load_image
+from fiftyone_clip_zeroshot.core.geometry.images import load_image
 from fiftyone_clip_zeroshot.core.localize import heatmap_shape
-from fiftyone_clip_zeroshot.core.model import PACKAGED_MODELS, ClipModel
+from fiftyone_clip_zeroshot.core.localizers.patch_tokens import dense_logits
+from fiftyone_clip_zeroshot.core.models.model import PACKAGED_MODELS, ClipModel
 from fiftyone_clip_zeroshot.core.options import LocalizeOptions
-from fiftyone_clip_zeroshot.core.patch_tokens import dense_logits
 from fiftyone_clip_zeroshot.core.scoring import PromptScorer
 from fiftyone_clip_zeroshot.core.vocabulary import ATTENTION
 from fiftyone_clip_zeroshot.shapes.evaluate import held_out_scenes

@@ -26,8 +26,8 @@ import torch
 from PIL import Image
 
 from fiftyone_clip_zeroshot import localize
-from fiftyone_clip_zeroshot.core.images import load_image
-from fiftyone_clip_zeroshot.core.model import default_device
+from fiftyone_clip_zeroshot.core.geometry.images import load_image
+from fiftyone_clip_zeroshot.core.models.model import default_device
 from fiftyone_clip_zeroshot.core.options import LocalizeOptions
 from fiftyone_clip_zeroshot.photos import installed_photos
 from fiftyone_clip_zeroshot.shapes.world import render_scene

@@ -37,7 +37,7 @@ import torch
 
 from fiftyone_clip_zeroshot import load_model, localize, propose
 from fiftyone_clip_zeroshot.core.localizers import METHODS
-from fiftyone_clip_zeroshot.core.model import default_device
+from fiftyone_clip_zeroshot.core.models.model import default_device
 from fiftyone_clip_zeroshot.core.options import SMALL_OBJECTS
 from fiftyone_clip_zeroshot.photos import PHOTO_SETS, Photo
 

@@ -28,7 +28,7 @@ import torch
 
 from fiftyone_clip_zeroshot import load_model
 from fiftyone_clip_zeroshot.core.localizers import METHODS
-from fiftyone_clip_zeroshot.core.model import PACKAGED_MODELS
+from fiftyone_clip_zeroshot.core.models.model import PACKAGED_MODELS
 from fiftyone_clip_zeroshot.core.quality import COLUMNS
 from fiftyone_clip_zeroshot.photos import background_images
 from fiftyone_clip_zeroshot.shapes.evaluate import SCENE_SETS, evaluate, held_out_scenes, zero_shot_accuracy
@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--prompt-templates", default=None,
-                        help="read each class through a template set (core.prompt_templates), e.g. photo; "
+                        help="read each class through a template set (core.models.prompt_templates), e.g. photo; "
                              "'captions': the templates the test models were trained on")
     args = parser.parse_args()
     templates = CAPTION_TEMPLATES if args.prompt_templates == "captions" else args.prompt_templates

@@ -28,9 +28,9 @@ import torch
 
 from fiftyone_clip_zeroshot import ClipZeroShotError, EvaluationReport, evaluate, load_model, localize
 from fiftyone_clip_zeroshot.core.localizers import METHODS
-from fiftyone_clip_zeroshot.core.model import ClipModel
+from fiftyone_clip_zeroshot.core.models.model import ClipModel
 from fiftyone_clip_zeroshot.core.quality import COLUMNS, Quality, QualityMeter
-from fiftyone_clip_zeroshot.labeling.labels import pixel_xyxy, to_detections
+from fiftyone_clip_zeroshot.labeling.runs.labels import pixel_xyxy, to_detections
 from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
 
 

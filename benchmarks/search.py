@@ -66,8 +66,8 @@ from fiftyone.utils.iou import compute_ious  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import fiftyone_clip_zeroshot as fz  # noqa: E402
-from fiftyone_clip_zeroshot.core.model import PACKAGED_MODELS  # noqa: E402
-from fiftyone_clip_zeroshot.labeling.embeddings import EMBEDDINGS_ZOO_NAME  # noqa: E402
+from fiftyone_clip_zeroshot.core.models.model import PACKAGED_MODELS  # noqa: E402
+from fiftyone_clip_zeroshot.labeling.fo_models.embeddings import EMBEDDINGS_ZOO_NAME  # noqa: E402
 from fiftyone_clip_zeroshot.labeling.fo_private import nearest_labels  # noqa: E402
 from fiftyone_clip_zeroshot.plugin.install import install_zoo_source  # noqa: E402
 from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset  # noqa: E402

@@ -36,9 +36,9 @@ import torch
 from PIL import Image
 
 from fiftyone_clip_zeroshot import load_model, localize
+from fiftyone_clip_zeroshot.core.geometry.windows import WindowGrid
 from fiftyone_clip_zeroshot.core.localizers import METHODS
-from fiftyone_clip_zeroshot.core.model import ClipModel, default_device
-from fiftyone_clip_zeroshot.core.windows import WindowGrid
+from fiftyone_clip_zeroshot.core.models.model import ClipModel, default_device
 from fiftyone_clip_zeroshot.photos import installed_photos
 from fiftyone_clip_zeroshot.shapes.world import CLASSES, render_scene
 

@@ -33,7 +33,7 @@ import torch
 from fiftyone_clip_zeroshot import load_model, localize
 from fiftyone_clip_zeroshot.core.embedding_store import EmbeddingStore
 from fiftyone_clip_zeroshot.core.localizers import METHODS
-from fiftyone_clip_zeroshot.core.model import default_device
+from fiftyone_clip_zeroshot.core.models.model import default_device
 from fiftyone_clip_zeroshot.photos import PHOTO_SETS
 from fiftyone_clip_zeroshot.shapes.world import render_scene
 

@@ -21,8 +21,8 @@ from collections import defaultdict
 import torch
 
 from fiftyone_clip_zeroshot import load_model
-from fiftyone_clip_zeroshot.core.families import Family
 from fiftyone_clip_zeroshot.core.localizers import METHODS
+from fiftyone_clip_zeroshot.core.models.families import Family
 from fiftyone_clip_zeroshot.core.quality import COLUMNS
 from fiftyone_clip_zeroshot.shapes.evaluate import SCENE_SETS, evaluate, held_out_scenes
 

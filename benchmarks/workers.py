@@ -23,7 +23,7 @@ import cluster  # noqa: E402
 
 WRITES = """
 import json, time, fiftyone as fo
-from fiftyone_clip_zeroshot.labeling.jobs import SAVE_EVERY
+from fiftyone_clip_zeroshot.labeling.runs.jobs import SAVE_EVERY
 ds = fo.Dataset("{name}")
 ds.add_samples([fo.Sample(filepath=f"/images/{{i}}.jpg") for i in range({count})], progress=False)
 box = lambda i: fo.Detection(label="red circle", bounding_box=[0.1, 0.1, 0.2, 0.2], confidence=0.9, method="proposals")

@@ -29,34 +29,34 @@ from fiftyone_clip_zeroshot.core import (
 from fiftyone_clip_zeroshot.core import propose as _propose_image
 
 _FIFTYONE_API = {
-    "detect": "fiftyone_clip_zeroshot.labeling.detect",
-    "DetectJob": "fiftyone_clip_zeroshot.labeling.detect",
-    "run_status": "fiftyone_clip_zeroshot.labeling.shards",
-    "requeue": "fiftyone_clip_zeroshot.labeling.shards",
-    "LabelingError": "fiftyone_clip_zeroshot.labeling.jobs",
-    "DatabaseError": "fiftyone_clip_zeroshot.labeling.jobs",
-    "ClipZeroShotModel": "fiftyone_clip_zeroshot.labeling.model",
-    "zero_shot_model": "fiftyone_clip_zeroshot.labeling.factory",
-    "verify": "fiftyone_clip_zeroshot.labeling.curate",
-    "classify": "fiftyone_clip_zeroshot.labeling.curate",
-    "evaluate": "fiftyone_clip_zeroshot.labeling.curate",
-    "tag_for_review": "fiftyone_clip_zeroshot.labeling.curate",
-    "review_view": "fiftyone_clip_zeroshot.labeling.curate",
-    "EvaluationReport": "fiftyone_clip_zeroshot.labeling.curate",
-    "accept": "fiftyone_clip_zeroshot.labeling.review",
-    "reject": "fiftyone_clip_zeroshot.labeling.review",
-    "relabel": "fiftyone_clip_zeroshot.labeling.review",
-    "clear_decisions": "fiftyone_clip_zeroshot.labeling.review",
-    "review_queue": "fiftyone_clip_zeroshot.labeling.review",
-    "review_report": "fiftyone_clip_zeroshot.labeling.review",
-    "promote": "fiftyone_clip_zeroshot.labeling.review",
-    "calibrate": "fiftyone_clip_zeroshot.labeling.calibrate",
-    "Calibration": "fiftyone_clip_zeroshot.labeling.calibrate",
+    "detect": "fiftyone_clip_zeroshot.labeling.runs.detect",
+    "DetectJob": "fiftyone_clip_zeroshot.labeling.runs.detect",
+    "run_status": "fiftyone_clip_zeroshot.labeling.runs.shards",
+    "requeue": "fiftyone_clip_zeroshot.labeling.runs.shards",
+    "LabelingError": "fiftyone_clip_zeroshot.labeling.runs.jobs",
+    "DatabaseError": "fiftyone_clip_zeroshot.labeling.runs.jobs",
+    "ClipZeroShotModel": "fiftyone_clip_zeroshot.labeling.fo_models.model",
+    "zero_shot_model": "fiftyone_clip_zeroshot.labeling.fo_models.factory",
+    "verify": "fiftyone_clip_zeroshot.labeling.curation.curate",
+    "classify": "fiftyone_clip_zeroshot.labeling.curation.curate",
+    "evaluate": "fiftyone_clip_zeroshot.labeling.curation.curate",
+    "tag_for_review": "fiftyone_clip_zeroshot.labeling.curation.curate",
+    "review_view": "fiftyone_clip_zeroshot.labeling.curation.curate",
+    "EvaluationReport": "fiftyone_clip_zeroshot.labeling.curation.curate",
+    "accept": "fiftyone_clip_zeroshot.labeling.curation.decisions",
+    "reject": "fiftyone_clip_zeroshot.labeling.curation.decisions",
+    "relabel": "fiftyone_clip_zeroshot.labeling.curation.decisions",
+    "clear_decisions": "fiftyone_clip_zeroshot.labeling.curation.decisions",
+    "review_queue": "fiftyone_clip_zeroshot.labeling.curation.decisions",
+    "review_report": "fiftyone_clip_zeroshot.labeling.curation.decisions",
+    "promote": "fiftyone_clip_zeroshot.labeling.curation.decisions",
+    "calibrate": "fiftyone_clip_zeroshot.labeling.curation.calibrate",
+    "Calibration": "fiftyone_clip_zeroshot.labeling.curation.calibrate",
     "open_panel": "fiftyone_clip_zeroshot.app.panel",
-    "index_objects": "fiftyone_clip_zeroshot.labeling.search",
-    "search": "fiftyone_clip_zeroshot.labeling.search",
-    "IndexedObjects": "fiftyone_clip_zeroshot.labeling.search",
-    "ClipEmbeddingsModel": "fiftyone_clip_zeroshot.labeling.embeddings",
+    "index_objects": "fiftyone_clip_zeroshot.labeling.object_search.index",
+    "search": "fiftyone_clip_zeroshot.labeling.object_search.index",
+    "IndexedObjects": "fiftyone_clip_zeroshot.labeling.object_search.index",
+    "ClipEmbeddingsModel": "fiftyone_clip_zeroshot.labeling.fo_models.embeddings",
 }
 
 __all__ = [
@@ -83,7 +83,7 @@ def propose(images: Any, **options: Any) -> Any:
     For one image (a path, PIL image, numpy array or ``(3, H, W)`` tensor), returns them as
     ``(N, 4)`` float64 xyxy in image px (``core.localize.propose``). For a dataset or view, stores
     each image's as ``fo.Detections`` in ``label_field`` (default ``"candidates"``) and returns None
-    (``labeling.candidates.propose_samples``: ``label_field``, ``skip_failures``, ``progress``).
+    (``labeling.object_search.candidates.propose_samples``: ``label_field``, ``skip_failures``, ``progress``).
 
     Args:
         images: one image, or a dataset or view of images.
@@ -92,7 +92,7 @@ def propose(images: Any, **options: Any) -> Any:
     """
     collections = sys.modules.get("fiftyone.core.collections")
     if collections is not None and isinstance(images, collections.SampleCollection):
-        from fiftyone_clip_zeroshot.labeling.candidates import propose_samples
+        from fiftyone_clip_zeroshot.labeling.object_search.candidates import propose_samples
 
         return propose_samples(images, **options)
     return _propose_image(images, **options)

@@ -21,7 +21,7 @@ import fiftyone as fo
 
 import fiftyone_clip_zeroshot as fz
 from fiftyone_clip_zeroshot.core.localizers import METHODS
-from fiftyone_clip_zeroshot.labeling.detect import default_heatmap_root
+from fiftyone_clip_zeroshot.labeling.runs.detect import default_heatmap_root
 from fiftyone_clip_zeroshot.plugin.install import PluginInstallError, install_plugin, install_zoo_source
 from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
 

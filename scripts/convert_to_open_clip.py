@@ -17,8 +17,8 @@ from pathlib import Path
 from safetensors.torch import save_file
 from transformers import CLIPModel
 
-from fiftyone_clip_zeroshot.core.model import resolve_model_path
-from fiftyone_clip_zeroshot.core.openclip import CONFIG_FILE, to_open_clip, tower_layers
+from fiftyone_clip_zeroshot.core.models.model import resolve_model_path
+from fiftyone_clip_zeroshot.core.models.openclip import CONFIG_FILE, to_open_clip, tower_layers
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json")
 

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from fiftyone_clip_zeroshot.demo import DATASET
-from fiftyone_clip_zeroshot.labeling.labels import pixel_xyxy
+from fiftyone_clip_zeroshot.labeling.runs.labels import pixel_xyxy
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "demo.png"
 

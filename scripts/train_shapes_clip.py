@@ -52,7 +52,7 @@ from transformers import (
     SiglipModel,
 )
 
-from fiftyone_clip_zeroshot.core.model import PACKAGED_MODELS
+from fiftyone_clip_zeroshot.core.models.model import PACKAGED_MODELS
 from fiftyone_clip_zeroshot.photos import training_backgrounds
 from fiftyone_clip_zeroshot.shapes.tokenizer import write_tokenizer_files
 from fiftyone_clip_zeroshot.shapes.world import (

@@ -1,4 +1,4 @@
-"""Images localized together (``core.batching``): every method gives each image exactly its
+"""Images localized together (``core.models.batching``): every method gives each image exactly its
 single-image results, failures stay with their image, and the out-of-memory back-off holds on
 the shared stream; ``detect`` and ``apply_model`` use it."""
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import fiftyone_clip_zeroshot as fz
-from fiftyone_clip_zeroshot.core.images import load_image
+from fiftyone_clip_zeroshot.core.geometry.images import load_image
 from fiftyone_clip_zeroshot.core.localize import localize_batch, localize_tensor
 from fiftyone_clip_zeroshot.core.localizers import METHODS
 from fiftyone_clip_zeroshot.core.options import LocalizeOptions

@@ -11,9 +11,9 @@ from fiftyone.operators.delegated import DelegatedOperationService
 from pymongo.errors import CursorNotFound
 
 import fiftyone_clip_zeroshot as fz
-from fiftyone_clip_zeroshot.labeling import jobs
 from fiftyone_clip_zeroshot.labeling.fo_private import select_targets
-from fiftyone_clip_zeroshot.labeling.shard_states import DETECT_URI
+from fiftyone_clip_zeroshot.labeling.runs import jobs
+from fiftyone_clip_zeroshot.labeling.runs.shard_states import DETECT_URI
 from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
 
 PROMPTS = ["red circle", "blue square"]

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import fiftyone_clip_zeroshot as fz
-from fiftyone_clip_zeroshot.labeling.curate import MISMATCH_TAG, REVIEW_TAG
-from fiftyone_clip_zeroshot.labeling.jobs import LabelingError
+from fiftyone_clip_zeroshot.labeling.curation.curate import MISMATCH_TAG, REVIEW_TAG
+from fiftyone_clip_zeroshot.labeling.runs.jobs import LabelingError
 from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
 from fiftyone_clip_zeroshot.shapes.world import CLASSES, render_scene
 

@@ -11,10 +11,9 @@ import torch
 from packaging.requirements import Requirement
 
 from fiftyone_clip_zeroshot import OptionsError, load_model, localize
-from fiftyone_clip_zeroshot.core.images import load_image
+from fiftyone_clip_zeroshot.core.geometry.images import load_image
 from fiftyone_clip_zeroshot.core.localizers.dense import region_boxes
-from fiftyone_clip_zeroshot.core.options import LocalizeOptions
-from fiftyone_clip_zeroshot.core.patch_tokens import (
+from fiftyone_clip_zeroshot.core.localizers.patch_tokens import (
     _neighbourhood,
     _patch_boxes,
     check_layer_api,
@@ -23,6 +22,7 @@ from fiftyone_clip_zeroshot.core.patch_tokens import (
     patch_tokens,
     self_attention,
 )
+from fiftyone_clip_zeroshot.core.options import LocalizeOptions
 from fiftyone_clip_zeroshot.core.scoring import PromptScorer
 from fiftyone_clip_zeroshot.shapes.evaluate import held_out_scenes
 

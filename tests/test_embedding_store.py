@@ -22,7 +22,7 @@ from fiftyone_clip_zeroshot.app.panel import embedded_text
 from fiftyone_clip_zeroshot.core import embedding_store
 from fiftyone_clip_zeroshot.core.embedding_store import EmbeddingStore, StoreWarning, open_store
 from fiftyone_clip_zeroshot.core.localizers import METHODS
-from fiftyone_clip_zeroshot.core.model import resolve_model_path
+from fiftyone_clip_zeroshot.core.models.model import resolve_model_path
 from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
 from fiftyone_clip_zeroshot.shapes.world import render_scene
 

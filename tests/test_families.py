@@ -14,13 +14,13 @@ import torch
 import fiftyone_clip_zeroshot as fz
 from fiftyone_clip_zeroshot import ModelLoadError, OptionsError, load_model
 from fiftyone_clip_zeroshot.core.classify import classify_image, score_boxes
-from fiftyone_clip_zeroshot.core.families import CLIP, SIGLIP, family_of
-from fiftyone_clip_zeroshot.core.images import load_image
-from fiftyone_clip_zeroshot.core.model import model_family
-from fiftyone_clip_zeroshot.core.patch_tokens import ATTENTION_POOLED, hidden_before_last_block, tower_of
-from fiftyone_clip_zeroshot.core.prompt_templates import OWN_SETS, resolve_templates
+from fiftyone_clip_zeroshot.core.geometry.images import load_image
+from fiftyone_clip_zeroshot.core.localizers.patch_tokens import ATTENTION_POOLED, hidden_before_last_block, tower_of
+from fiftyone_clip_zeroshot.core.models.families import CLIP, SIGLIP, family_of
+from fiftyone_clip_zeroshot.core.models.model import model_family
+from fiftyone_clip_zeroshot.core.models.prompt_templates import OWN_SETS, resolve_templates
 from fiftyone_clip_zeroshot.core.scoring import PromptScorer
-from fiftyone_clip_zeroshot.labeling.runs import DetectRun
+from fiftyone_clip_zeroshot.labeling.runs.records import DetectRun
 from fiftyone_clip_zeroshot.shapes.evaluate import held_out_scenes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -211,7 +211,7 @@ def test_a_long_prompt_warns_that_an_open_clip_tokenizer_truncated_it(open_clip_
     pad and truncate to the context length, so the lengths come from their untruncated ids."""
     import open_clip
 
-    from fiftyone_clip_zeroshot.core.openclip import OpenClipTokenizer
+    from fiftyone_clip_zeroshot.core.models.openclip import OpenClipTokenizer
 
     copy = load_model(str(open_clip_copy), device="cpu")
     with pytest.warns(UserWarning, match="was truncated"):

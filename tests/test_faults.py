@@ -25,11 +25,11 @@ from PIL import Image
 
 import fiftyone_clip_zeroshot as fz
 from fiftyone_clip_zeroshot import ImageLoadError, ModelLoadError, OptionsError, load_model
-from fiftyone_clip_zeroshot.core.images import load_image
-from fiftyone_clip_zeroshot.labeling import claim_store
-from fiftyone_clip_zeroshot.labeling.detect import DetectJob
-from fiftyone_clip_zeroshot.labeling.jobs import LabelingError, run_job
-from fiftyone_clip_zeroshot.labeling.runs import DetectRun, run_key
+from fiftyone_clip_zeroshot.core.geometry.images import load_image
+from fiftyone_clip_zeroshot.labeling.runs import claim_store
+from fiftyone_clip_zeroshot.labeling.runs.detect import DetectJob
+from fiftyone_clip_zeroshot.labeling.runs.jobs import LabelingError, run_job
+from fiftyone_clip_zeroshot.labeling.runs.records import DetectRun, run_key
 from fiftyone_clip_zeroshot.shapes.world import render_scene
 
 PROMPTS = ["red circle", "blue square"]

@@ -14,10 +14,10 @@ from fiftyone.operators.executor import ExecutionError
 from PIL import Image
 
 import fiftyone_clip_zeroshot as fz
-from fiftyone_clip_zeroshot.labeling.factory import data_loader_ready
-from fiftyone_clip_zeroshot.labeling.jobs import LabelingError
-from fiftyone_clip_zeroshot.labeling.labels import to_heatmap
-from fiftyone_clip_zeroshot.labeling.runs import DetectRun, run_key
+from fiftyone_clip_zeroshot.labeling.fo_models.factory import data_loader_ready
+from fiftyone_clip_zeroshot.labeling.runs.jobs import LabelingError
+from fiftyone_clip_zeroshot.labeling.runs.labels import to_heatmap
+from fiftyone_clip_zeroshot.labeling.runs.records import DetectRun, run_key
 from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
 
 REPO = Path(__file__).resolve().parents[1]

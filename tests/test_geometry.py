@@ -4,10 +4,17 @@ import numpy as np
 import pytest
 import torch
 
-from fiftyone_clip_zeroshot.core.boxes import make_detections, with_context
-from fiftyone_clip_zeroshot.core.detections import _dedupe
+from fiftyone_clip_zeroshot.core.geometry.boxes import make_detections, with_context
+from fiftyone_clip_zeroshot.core.geometry.windows import (
+    WindowGrid,
+    coverage_mean,
+    crop_boxes,
+    positions,
+    resize,
+    window_centres,
+)
+from fiftyone_clip_zeroshot.core.localizers.detections import _dedupe
 from fiftyone_clip_zeroshot.core.options import LocalizeOptions
-from fiftyone_clip_zeroshot.core.windows import WindowGrid, coverage_mean, crop_boxes, positions, resize, window_centres
 
 
 @pytest.mark.parametrize("length,window,stride", [(100, 30, 7), (512, 64, 21), (64, 64, 8), (10, 40, 5), (257, 256, 1)])

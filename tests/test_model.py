@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fiftyone_clip_zeroshot import ModelLoadError, load_model
-from fiftyone_clip_zeroshot.core.model import PACKAGED_MODELS, _hub_reachable, available_models, model_hint
+from fiftyone_clip_zeroshot.core.models.model import PACKAGED_MODELS, _hub_reachable, available_models, model_hint
 from fiftyone_clip_zeroshot.shapes.evaluate import zero_shot_accuracy
 
 

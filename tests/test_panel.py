@@ -7,8 +7,10 @@ from fiftyone.operators.executor import ExecutionError
 
 import fiftyone_clip_zeroshot as fz
 from fiftyone_clip_zeroshot.app.panel import raised_message, samples_text
-from fiftyone_clip_zeroshot.labeling.curate import REVIEW_TAG
-from fiftyone_clip_zeroshot.labeling.results import (
+from fiftyone_clip_zeroshot.labeling.curation.curate import REVIEW_TAG
+from fiftyone_clip_zeroshot.labeling.curation.decisions import reviewed_labels
+from fiftyone_clip_zeroshot.labeling.runs.records import DetectRun, plugin_fields
+from fiftyone_clip_zeroshot.labeling.runs.results import (
     confidence_view,
     detection_fields,
     fields_to_show,
@@ -16,8 +18,6 @@ from fiftyone_clip_zeroshot.labeling.results import (
     overwrite_note,
     prompt_stats,
 )
-from fiftyone_clip_zeroshot.labeling.review import reviewed_labels
-from fiftyone_clip_zeroshot.labeling.runs import DetectRun, plugin_fields
 from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
 
 PLUGIN = "@clip-zeroshot/fiftyone-clip-zeroshot"

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from fiftyone_clip_zeroshot import load_model, localize
-from fiftyone_clip_zeroshot.core import candidates
+from fiftyone_clip_zeroshot.core.localizers import candidates
 from fiftyone_clip_zeroshot.shapes.evaluate import evaluate, held_out_scenes
 
 pytestmark = pytest.mark.slow  # quality floors over the panel: the full tier only

@@ -6,8 +6,8 @@ import skimage.data
 import supervision as sv
 
 from fiftyone_clip_zeroshot import localize
-from fiftyone_clip_zeroshot.core.images import load_image
-from fiftyone_clip_zeroshot.core.regions import region_proposals
+from fiftyone_clip_zeroshot.core.geometry.images import load_image
+from fiftyone_clip_zeroshot.core.geometry.regions import region_proposals
 from fiftyone_clip_zeroshot.shapes.evaluate import held_out_scenes
 
 

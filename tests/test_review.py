@@ -4,8 +4,14 @@ learnt from the decisions (a scripted review against ground truth), and the repo
 import pytest
 
 import fiftyone_clip_zeroshot as fz
-from fiftyone_clip_zeroshot.labeling.review import ACCEPTED, REJECTED, RELABELED, reviewed_labels, run_thresholds
-from fiftyone_clip_zeroshot.labeling.runs import DetectRun
+from fiftyone_clip_zeroshot.labeling.curation.decisions import (
+    ACCEPTED,
+    REJECTED,
+    RELABELED,
+    reviewed_labels,
+    run_thresholds,
+)
+from fiftyone_clip_zeroshot.labeling.runs.records import DetectRun
 from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
 from fiftyone_clip_zeroshot.shapes.review import kept_right, review_from_ground_truth, verdicts_from_ground_truth
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 import fiftyone_clip_zeroshot as fz
-from fiftyone_clip_zeroshot.core.model import ClipModel
-from fiftyone_clip_zeroshot.core.objectness import objectness
-from fiftyone_clip_zeroshot.labeling.jobs import LabelingError
-from fiftyone_clip_zeroshot.labeling.labels import pixel_xyxy
+from fiftyone_clip_zeroshot.core.geometry.objectness import objectness
+from fiftyone_clip_zeroshot.core.models.model import ClipModel
+from fiftyone_clip_zeroshot.labeling.runs.jobs import LabelingError
+from fiftyone_clip_zeroshot.labeling.runs.labels import pixel_xyxy
 from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
 from fiftyone_clip_zeroshot.shapes.world import CLASSES
 
@@ -160,7 +160,8 @@ def test_the_index_form_refuses_a_brain_key_fiftyone_would_refuse(tmp_root, zoo_
 def test_an_index_is_built_chunk_by_chunk_and_a_stopped_run_leaves_none(backend, scenes, zoo_source, tmp_root,
                                                                        monkeypatch):
     """Rows go to the index every ``ADD_EVERY`` or so, never all held until the end."""
-    from fiftyone_clip_zeroshot.labeling import index_sinks, search
+    from fiftyone_clip_zeroshot.labeling.object_search import index as search
+    from fiftyone_clip_zeroshot.labeling.object_search import index_sinks
 
     pytest.importorskip(backend)
     kwargs = {"uri": str(tmp_root / "lancedb-chunks")} if backend == "lancedb" else {}

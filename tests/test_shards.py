@@ -13,12 +13,12 @@ from fiftyone.operators.delegated import DelegatedOperationService
 from fiftyone.operators.executor import ExecutionResult
 
 import fiftyone_clip_zeroshot as fz
-from fiftyone_clip_zeroshot.labeling import claim_store
-from fiftyone_clip_zeroshot.labeling.detect import DetectJob
-from fiftyone_clip_zeroshot.labeling.jobs import LabelingError
-from fiftyone_clip_zeroshot.labeling.runs import DetectRun
-from fiftyone_clip_zeroshot.labeling.shard_states import DETECT_URI
-from fiftyone_clip_zeroshot.labeling.shards import shard_job_options, shard_view
+from fiftyone_clip_zeroshot.labeling.runs import claim_store
+from fiftyone_clip_zeroshot.labeling.runs.detect import DetectJob
+from fiftyone_clip_zeroshot.labeling.runs.jobs import LabelingError
+from fiftyone_clip_zeroshot.labeling.runs.records import DetectRun
+from fiftyone_clip_zeroshot.labeling.runs.shard_states import DETECT_URI
+from fiftyone_clip_zeroshot.labeling.runs.shards import shard_job_options, shard_view
 from fiftyone_clip_zeroshot.shapes.dataset import load_shapes_dataset
 
 PROMPTS = ["red circle", "blue square"]

@@ -165,7 +165,7 @@ def test_database_stopping_mid_run_is_a_clear_error_and_skip_existing_finishes(t
         finally:
             cluster.stop(process)
         assert process.returncode == 1
-        assert "fiftyone_clip_zeroshot.labeling.jobs.DatabaseError: lost the database after" in stderr
+        assert "fiftyone_clip_zeroshot.labeling.runs.jobs.DatabaseError: lost the database after" in stderr
         assert "rerun with skip_existing=True" in stderr
         mongo.start()
         resumed = cluster.python(env, textwrap.dedent(f"""

@@ -39,11 +39,11 @@ def load_model(model_name, model_path, prompts=None, clip_model=None, device=Non
         **options: ``LocalizeOptions`` fields (``confidence_thresh``, ``batch_size``, ...).
     """
     fz = _package()
-    from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL
+    from fiftyone_clip_zeroshot.core.models.model import DEFAULT_MODEL
     from fiftyone_clip_zeroshot.core.options import parse_prompts
 
     if model_name.split("@")[0] == EMBEDDINGS:
-        from fiftyone_clip_zeroshot.labeling.embeddings import ClipEmbeddingsModel
+        from fiftyone_clip_zeroshot.labeling.fo_models.embeddings import ClipEmbeddingsModel
 
         return ClipEmbeddingsModel(clip_model or DEFAULT_MODEL, device=device, **options)
 

@@ -1,4 +1,7 @@
-"""What the FiftyOne App sees: the operators' forms, the panel, and the runner they share."""
+"""What the FiftyOne App sees: the operators' forms, the panel, and the runner they share.
+
+Imports: core, labeling
+"""
 
 from fiftyone_clip_zeroshot.app import operators
 from fiftyone_clip_zeroshot.app.panel import ClipZeroShotPanel

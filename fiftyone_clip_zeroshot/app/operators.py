@@ -10,12 +10,12 @@ are one text, separated by commas or new lines, as the forms send them (a list w
   ``heatmaps``, ``candidates_field`` (also store the candidate boxes there), ``confidence_thresh`` (a
   float, or a dict prompt → threshold), ``calibrated_from`` (a
   field whose calibrated per-prompt thresholds to use), ``batch_size``, ``skip_existing``, ``workers``
-  (above 1: queue that many delegated shards, see ``labeling.shards``);
+  (above 1: queue that many delegated shards, see ``labeling.runs.shards``);
 - ``verify_labels``: ``label_field`` (a Detections field), ``classes`` (default: its labels),
   ``margin``, ``relabel_field``;
 - ``classify_images``: ``classes``, ``template``, ``label_field``, ``store_logits``;
 - ``detect``, ``verify_labels`` and ``classify_images`` also take ``prompt_templates`` (a set's name, see
-  ``core.prompt_templates``; "none" or empty: prompts read as typed);
+  ``core.models.prompt_templates``; "none" or empty: prompts read as typed);
 - ``propose_candidates``: ``label_field``, ``small_objects`` (no model: the candidates need none);
 - ``index_objects``: ``label_field`` (the boxes), ``brain_key``, ``backend`` ("sklearn" | "lancedb");
 - ``evaluate_and_review``: ``pred_field``, ``gt_field``, ``eval_key``, ``confidence_below``, ``tag``
@@ -49,7 +49,7 @@ from fiftyone_clip_zeroshot.app.runner import (
 )
 from fiftyone_clip_zeroshot.core.classify import DEFAULT_TEMPLATE
 from fiftyone_clip_zeroshot.core.localizers import METHODS, SUMMARIES
-from fiftyone_clip_zeroshot.core.model import (
+from fiftyone_clip_zeroshot.core.models.model import (
     DEFAULT_MODEL,
     available_models,
     form_default_model,
@@ -57,9 +57,8 @@ from fiftyone_clip_zeroshot.core.model import (
     model_label,
 )
 from fiftyone_clip_zeroshot.core.options import SMALL_OBJECTS, parse_prompts, thresholds_text
-from fiftyone_clip_zeroshot.labeling.calibrate import calibrated_thresholds
-from fiftyone_clip_zeroshot.labeling.candidates import DEFAULT_CANDIDATES_FIELD, ProposeJob
-from fiftyone_clip_zeroshot.labeling.curate import (
+from fiftyone_clip_zeroshot.labeling.curation.calibrate import calibrated_thresholds
+from fiftyone_clip_zeroshot.labeling.curation.curate import (
     MISMATCH_TAG,
     REVIEW_TAG,
     ClassifyJob,
@@ -68,12 +67,13 @@ from fiftyone_clip_zeroshot.labeling.curate import (
     review_view,
     tag_for_review,
 )
-from fiftyone_clip_zeroshot.labeling.detect import DetectJob
-from fiftyone_clip_zeroshot.labeling.results import unused_field_name
-from fiftyone_clip_zeroshot.labeling.review import promote
-from fiftyone_clip_zeroshot.labeling.runs import DetectRun, plugin_fields
-from fiftyone_clip_zeroshot.labeling.search import DEFAULT_BRAIN_KEY, IndexObjectsJob, brain_key_problem
-from fiftyone_clip_zeroshot.labeling.shards import queue_shards, shard_job_options
+from fiftyone_clip_zeroshot.labeling.curation.decisions import promote
+from fiftyone_clip_zeroshot.labeling.object_search.candidates import DEFAULT_CANDIDATES_FIELD, ProposeJob
+from fiftyone_clip_zeroshot.labeling.object_search.index import DEFAULT_BRAIN_KEY, IndexObjectsJob, brain_key_problem
+from fiftyone_clip_zeroshot.labeling.runs.detect import DetectJob
+from fiftyone_clip_zeroshot.labeling.runs.records import DetectRun, plugin_fields
+from fiftyone_clip_zeroshot.labeling.runs.results import unused_field_name
+from fiftyone_clip_zeroshot.labeling.runs.shards import queue_shards, shard_job_options
 
 SEPARATED = "separated by commas or new lines"
 SEARCH_BACKENDS = ("sklearn", "lancedb")

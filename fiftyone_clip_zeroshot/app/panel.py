@@ -3,7 +3,7 @@ and review the labels (``app.review``).
 
 A Python panel (no JavaScript build). Its handlers only wire the App to the library: a run is
 the detect operator (``app.runner`` runs it, immediately with progress or delegated),
-``labeling.results`` reads results back, ``tag_for_review`` tags.
+``labeling.runs.results`` reads results back, ``tag_for_review`` tags.
 """
 
 from __future__ import annotations
@@ -28,11 +28,12 @@ from fiftyone_clip_zeroshot.app.runner import (
 )
 from fiftyone_clip_zeroshot.core.embedding_store import open_store
 from fiftyone_clip_zeroshot.core.localizers import METHODS
-from fiftyone_clip_zeroshot.core.model import available_models, form_default_model, model_hint, model_label
+from fiftyone_clip_zeroshot.core.models.model import available_models, form_default_model, model_hint, model_label
 from fiftyone_clip_zeroshot.core.options import OptionsError, check_prompts, parse_prompts, thresholds_text
-from fiftyone_clip_zeroshot.labeling.curate import REVIEW_TAG, tag_for_review
-from fiftyone_clip_zeroshot.labeling.labels import CANDIDATE_LABEL
-from fiftyone_clip_zeroshot.labeling.results import (
+from fiftyone_clip_zeroshot.labeling.curation.curate import REVIEW_TAG, tag_for_review
+from fiftyone_clip_zeroshot.labeling.runs.labels import CANDIDATE_LABEL
+from fiftyone_clip_zeroshot.labeling.runs.records import DetectRun
+from fiftyone_clip_zeroshot.labeling.runs.results import (
     busiest_field,
     confidence_view,
     detection_fields,
@@ -42,9 +43,8 @@ from fiftyone_clip_zeroshot.labeling.results import (
     prompt_stats,
     unused_field_name,
 )
-from fiftyone_clip_zeroshot.labeling.runs import DetectRun
-from fiftyone_clip_zeroshot.labeling.shard_states import DETECT_URI
-from fiftyone_clip_zeroshot.labeling.shards import RECOVERABLE, requeue, run_status
+from fiftyone_clip_zeroshot.labeling.runs.shard_states import DETECT_URI
+from fiftyone_clip_zeroshot.labeling.runs.shards import RECOVERABLE, requeue, run_status
 
 PANEL_NAME = "clip_zeroshot_panel"
 TARGETS = {"DATASET": "Dataset", "CURRENT_VIEW": "Current view", "SELECTED_SAMPLES": "Selected samples"}

@@ -1,7 +1,7 @@
 """The panel's Review section: step through a run's labels (likeliest mistakes first), accept,
 reject or relabel each, undo, then calibrate per-prompt thresholds and promote the approved labels.
 
-Every decision is a label tag written by ``labeling.review``, so the review survives closing the
+Every decision is a label tag written by ``labeling.curation.decisions``, so the review survives closing the
 App and reads the same as tags set in the modal or from Python. Python panels cannot bind keys,
 so the decisions are buttons; the App's own label tagging (the modal's tag menu) works too.
 """
@@ -12,11 +12,9 @@ from typing import Any
 
 import fiftyone.operators.types as types
 
-from fiftyone_clip_zeroshot.labeling.calibrate import calibrate
-from fiftyone_clip_zeroshot.labeling.curate import MISMATCH_TAG
-from fiftyone_clip_zeroshot.labeling.jobs import LabelingError
-from fiftyone_clip_zeroshot.labeling.results import calibrated_view, detection_fields
-from fiftyone_clip_zeroshot.labeling.review import (
+from fiftyone_clip_zeroshot.labeling.curation.calibrate import calibrate
+from fiftyone_clip_zeroshot.labeling.curation.curate import MISMATCH_TAG
+from fiftyone_clip_zeroshot.labeling.curation.decisions import (
     ACCEPTED,
     REJECTED,
     RELABELED,
@@ -31,7 +29,9 @@ from fiftyone_clip_zeroshot.labeling.review import (
     reviewed_labels,
     run_thresholds,
 )
-from fiftyone_clip_zeroshot.labeling.runs import DetectRun
+from fiftyone_clip_zeroshot.labeling.runs.jobs import LabelingError
+from fiftyone_clip_zeroshot.labeling.runs.records import DetectRun
+from fiftyone_clip_zeroshot.labeling.runs.results import calibrated_view, detection_fields
 
 UNDO_DEPTH = 50  # decisions the panel can take back, newest first
 STATUS = "review_status"

@@ -10,9 +10,9 @@ import fiftyone as fo
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from fiftyone_clip_zeroshot.core.model import ModelLoadError
-from fiftyone_clip_zeroshot.core.prompt_templates import available_template_sets
-from fiftyone_clip_zeroshot.labeling.jobs import SampleJob
+from fiftyone_clip_zeroshot.core.models.model import ModelLoadError
+from fiftyone_clip_zeroshot.core.models.prompt_templates import available_template_sets
+from fiftyone_clip_zeroshot.labeling.runs.jobs import SampleJob
 
 DELEGATE_ABOVE = 25  # samples; larger targets default to delegated execution
 USER_ERRORS = (ValueError, ModelLoadError)  # OptionsError, LabelingError and bad templates are ValueErrors

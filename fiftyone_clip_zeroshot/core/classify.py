@@ -1,7 +1,7 @@
 """CLIP as a judge of given regions: score boxes (verify/relabel) and whole images (classify).
 
 Both use the same batched, on-device cropping as the localizers, and score in the model
-family's meaning (``core.families``). A box is background when the background prompt matches it
+family's meaning (``core.models.families``). A box is background when the background prompt matches it
 better than any class, so a box that shows nothing in particular can say so; whole-image scores
 are over the classes alone (for CLIP a softmax, because an image classification has to pick one).
 """
@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fiftyone_clip_zeroshot.core.model import ClipModel
+from fiftyone_clip_zeroshot.core.geometry.windows import crop_boxes
+from fiftyone_clip_zeroshot.core.models.model import ClipModel
+from fiftyone_clip_zeroshot.core.models.prompt_templates import resolve_templates
 from fiftyone_clip_zeroshot.core.options import OptionsError, check_prompts
-from fiftyone_clip_zeroshot.core.prompt_templates import resolve_templates
 from fiftyone_clip_zeroshot.core.scoring import PromptScorer, embed_in_context
-from fiftyone_clip_zeroshot.core.windows import crop_boxes
 
 BACKGROUND = "background"  # the label of a box that CLIP finds closer to the background prompt
 DEFAULT_TEMPLATE = "a photo of a {}"
@@ -36,7 +36,7 @@ class BoxVerdict:
 
 def class_templates(template: str, prompt_templates: str | Sequence[str] | None = None) -> tuple[str, ...]:
     """The templates each class is read through: ``prompt_templates`` (a set's name or a list, see
-    ``core.prompt_templates``) when given, else the one ``template``."""
+    ``core.models.prompt_templates``) when given, else the one ``template``."""
     if "{}" not in template:
         raise OptionsError(f"template must contain '{{}}' where the class goes, got {template!r}")
     return resolve_templates(prompt_templates) or (template,)

@@ -1,6 +1,6 @@
 """``localize``: one image in, a heatmap and detections per prompt out, by any registered localizer.
 
-Scores are the model's zero-shot probabilities, in its family's meaning (``core.families``).
+Scores are the model's zero-shot probabilities, in its family's meaning (``core.models.families``).
 For CLIP, a softmax at its own logit scale over the requested prompts plus negative prompts
 (background, a generic object): a window's value for a prompt is the probability that it shows
 that prompt rather than another requested prompt or nothing in particular, and prompts compete
@@ -19,15 +19,15 @@ import numpy as np
 import supervision as sv
 import torch
 
-from fiftyone_clip_zeroshot.core.batching import SharedEncoder
-from fiftyone_clip_zeroshot.core.detections import detect_objects
 from fiftyone_clip_zeroshot.core.embedding_store import Counts, open_store
-from fiftyone_clip_zeroshot.core.images import ImageInput, load_image
+from fiftyone_clip_zeroshot.core.geometry.images import ImageInput, load_image
+from fiftyone_clip_zeroshot.core.geometry.regions import candidate_boxes
 from fiftyone_clip_zeroshot.core.localizers import LOCALIZERS
-from fiftyone_clip_zeroshot.core.model import ClipModel
+from fiftyone_clip_zeroshot.core.localizers.detections import detect_objects
+from fiftyone_clip_zeroshot.core.models.batching import SharedEncoder
+from fiftyone_clip_zeroshot.core.models.model import ClipModel
+from fiftyone_clip_zeroshot.core.models.prompt_templates import resolve_templates
 from fiftyone_clip_zeroshot.core.options import LocalizeOptions, check_prompts
-from fiftyone_clip_zeroshot.core.prompt_templates import resolve_templates
-from fiftyone_clip_zeroshot.core.regions import candidate_boxes
 from fiftyone_clip_zeroshot.core.scoring import PromptScorer
 
 
@@ -82,7 +82,7 @@ def localize(
 
 def propose(image: ImageInput, **options: Any) -> np.ndarray:
     """The class-agnostic candidate boxes every method reads, ``(N, 4)`` float64 xyxy in image px,
-    before any prompt is seen: the region proposals at these options (``core.regions``).
+    before any prompt is seen: the region proposals at these options (``core.geometry.regions``).
 
     Args:
         image: a path, PIL image, numpy ``(H, W[, C])`` array or ``(3, H, W)`` tensor.
@@ -104,7 +104,7 @@ def localize_batch(
     images: Sequence[torch.Tensor], prompts: list[str], model: ClipModel, opts: LocalizeOptions
 ) -> list[list[Localization] | Exception]:
     """``localize_tensor`` for several decoded images at once, their windows, crops and tiles
-    encoded as one stream of batches (``core.batching``); each image's results are its own
+    encoded as one stream of batches (``core.models.batching``); each image's results are its own
     single-image results, or the exception that stopped that image (the others go on)."""
     opts = opts.for_model(model)
     scorer = _scorer(model, prompts, opts)

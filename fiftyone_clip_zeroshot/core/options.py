@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 from fiftyone_clip_zeroshot.core.embedding_store import default_max_bytes, store_folder
 from fiftyone_clip_zeroshot.core.errors import OptionsError
-from fiftyone_clip_zeroshot.core.families import FAMILIES
-from fiftyone_clip_zeroshot.core.prompt_templates import resolve_templates
+from fiftyone_clip_zeroshot.core.models.families import FAMILIES
+from fiftyone_clip_zeroshot.core.models.prompt_templates import resolve_templates
 from fiftyone_clip_zeroshot.core.vocabulary import ATTENTION, FILLS, METHODS, PROPOSAL_SIDE
 
 if TYPE_CHECKING:
-    from fiftyone_clip_zeroshot.core.model import ClipModel
+    from fiftyone_clip_zeroshot.core.models.model import ClipModel
 
 # options for crowds of small objects in large images (aerial tiles): proposals segmented at native
 # resolution in 400-px tiles, at finer scales; measured with benchmarks/photos.py --small-objects
@@ -48,7 +48,7 @@ class LocalizeOptions:
     verify_margins: tuple[float, ...] = (0.0, 0.1, 0.2)
     negative_prompts: tuple[str, ...] = ("a photo of background", "a photo of an object")
     prompt_templates: tuple[str, ...] | str | None = None  # a prompt ensemble: a set name or templates
-    proposals: bool = True  # candidates: class-agnostic region proposals (core.regions), else the method's own boxes
+    proposals: bool = True  # candidates: class-agnostic region proposals (geometry.regions), else the method's boxes
     proposal_scales: tuple[float, ...] = (100, 300)  # Felzenszwalb scales (larger: bigger segments)
     proposal_side: int = PROPOSAL_SIDE  # segmentation runs at this long side (of the image, or of each tile)
     proposal_tile: int | None = None  # None: the whole image; N: tiles of N px at native size (small objects)

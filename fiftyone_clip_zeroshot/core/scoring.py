@@ -1,4 +1,4 @@
-"""Zero-shot probabilities for prompts, each in its model family's meaning (``core.families``),
+"""Zero-shot probabilities for prompts, each in its model family's meaning (``core.models.families``),
 and embeddings of boxes seen with some context.
 
 Every encoder request names its rows by integer keys (the geometry that cut each crop), so that a
@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from fiftyone_clip_zeroshot.core.boxes import with_context
 from fiftyone_clip_zeroshot.core.embedding_store import Counts, EmbeddingStore, ImageEmbeddings, pixels_digest
-from fiftyone_clip_zeroshot.core.model import ClipModel
-from fiftyone_clip_zeroshot.core.windows import CONTEXT_CROP, crop_bounds, crop_boxes
+from fiftyone_clip_zeroshot.core.geometry.boxes import with_context
+from fiftyone_clip_zeroshot.core.geometry.windows import CONTEXT_CROP, crop_bounds, crop_boxes
+from fiftyone_clip_zeroshot.core.models.model import ClipModel
 
 if TYPE_CHECKING:
-    from fiftyone_clip_zeroshot.core.batching import SharedEncoder
+    from fiftyone_clip_zeroshot.core.models.batching import SharedEncoder
 
 MakeBatch = Callable[[slice | np.ndarray], torch.Tensor]
 
@@ -35,7 +35,7 @@ class PromptScorer:
     shared model. ``shared``: the ``SharedEncoder`` through which several images encode together
     (``with_encoder``); None: this scorer encodes by itself. ``store``: the embedding store, used
     by the scorers ``for_image`` gives (``cache``: the image's entry; ``counts``: its crops).
-    ``templates``: read each prompt as a prompt ensemble (``core.prompt_templates``).
+    ``templates``: read each prompt as a prompt ensemble (``core.models.prompt_templates``).
     """
 
     def __init__(self, model: ClipModel, prompts: Sequence[str], negatives: Sequence[str],

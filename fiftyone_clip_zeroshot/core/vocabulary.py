@@ -4,5 +4,5 @@ use them: ``options`` validates with them, and the localizers and their parts re
 
 METHODS: tuple[str, ...] = ("sliding_window", "occlusion", "proposals", "dense")  # core.localizers registers each
 FILLS: tuple[str, ...] = ("mean", "black", "gray")  # what hides an occluder's pixels (core.localizers.occlusion)
-ATTENTION: tuple[str, ...] = ("clearclip", "naclip")  # the dense localizer's last-block variants (core.patch_tokens)
-PROPOSAL_SIDE = 256  # segmentation runs at this long side; boxes are scaled back to the image (core.regions)
+ATTENTION: tuple[str, ...] = ("clearclip", "naclip")  # the dense last-block variants (localizers.patch_tokens)
+PROPOSAL_SIDE = 256  # segmentation runs at this long side; boxes are scaled back to the image (core.geometry.regions)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import fiftyone as fo
 
-from fiftyone_clip_zeroshot.labeling.labels import relative_xywh
+from fiftyone_clip_zeroshot.labeling.runs.labels import relative_xywh
 from fiftyone_clip_zeroshot.shapes.world import CLASSES, render_scene
 
 

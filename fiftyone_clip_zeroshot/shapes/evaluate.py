@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from fiftyone_clip_zeroshot.core.localize import localize
-from fiftyone_clip_zeroshot.core.model import ClipModel
+from fiftyone_clip_zeroshot.core.models.model import ClipModel
 from fiftyone_clip_zeroshot.core.quality import Quality, QualityMeter
 from fiftyone_clip_zeroshot.photos import background_images
 from fiftyone_clip_zeroshot.shapes.world import (

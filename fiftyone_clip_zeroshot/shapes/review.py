@@ -7,8 +7,15 @@ import fiftyone as fo
 import numpy as np
 import supervision as sv
 
-from fiftyone_clip_zeroshot.labeling.labels import pixel_xyxy
-from fiftyone_clip_zeroshot.labeling.review import ACCEPTED, REJECTED, accept, reject, relabel, reviewed_labels
+from fiftyone_clip_zeroshot.labeling.curation.decisions import (
+    ACCEPTED,
+    REJECTED,
+    accept,
+    reject,
+    relabel,
+    reviewed_labels,
+)
+from fiftyone_clip_zeroshot.labeling.runs.labels import pixel_xyxy
 
 MATCH_IOU = 0.5
 

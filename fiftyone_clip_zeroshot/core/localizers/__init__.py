@@ -2,10 +2,13 @@
 
 A localizer is a module with a function ``localize(pixels, scorer, opts, heat_hw) -> Evidence``
 (a heatmap per prompt and class-agnostic candidate boxes) and a one-line ``SUMMARY`` for forms.
-What follows is the same for all of them and lives in ``core.detections``: candidates (and
-region proposals) are scored on crops, labelled, and de-duplicated. A new localizer is one
-module here plus one line in ``_MODULES``, its name in ``core.vocabulary.METHODS`` (which options
-are checked against) and its options in ``LocalizeOptions``.
+What follows is the same for all of them and lives here too: candidates (and region proposals)
+are scored on crops, labelled and de-duplicated (``detections``, ``candidates``), and the dense
+patch tokens (``patch_tokens``). A new localizer is one module here plus one line in
+``_MODULES``, its name in ``core.vocabulary.METHODS`` (which options are checked against) and its
+options in ``LocalizeOptions``.
+
+Imports: core.errors, core.options, core.vocabulary, core.scoring, core.models, core.geometry
 """
 
 from __future__ import annotations

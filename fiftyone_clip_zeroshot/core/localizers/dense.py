@@ -14,9 +14,9 @@ import torch
 from skimage.measure import label as connected_regions
 from skimage.measure import regionprops
 
-from fiftyone_clip_zeroshot.core import candidates
+from fiftyone_clip_zeroshot.core.localizers import candidates
 from fiftyone_clip_zeroshot.core.localizers.evidence import Evidence
-from fiftyone_clip_zeroshot.core.patch_tokens import dense_map
+from fiftyone_clip_zeroshot.core.localizers.patch_tokens import dense_map
 
 if TYPE_CHECKING:
     from fiftyone_clip_zeroshot.core.options import LocalizeOptions

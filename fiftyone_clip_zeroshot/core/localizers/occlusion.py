@@ -16,13 +16,19 @@ import numpy as np
 import supervision as sv
 import torch
 
-from fiftyone_clip_zeroshot.core import candidates
+from fiftyone_clip_zeroshot.core.geometry.windows import (
+    OCCLUDED_CROP,
+    coverage_mean,
+    positions,
+    window_centres,
+    window_grids,
+)
+from fiftyone_clip_zeroshot.core.localizers import candidates
 from fiftyone_clip_zeroshot.core.localizers.evidence import Evidence
 from fiftyone_clip_zeroshot.core.vocabulary import FILLS
-from fiftyone_clip_zeroshot.core.windows import OCCLUDED_CROP, coverage_mean, positions, window_centres, window_grids
 
 if TYPE_CHECKING:
-    from fiftyone_clip_zeroshot.core.model import ClipModel
+    from fiftyone_clip_zeroshot.core.models.model import ClipModel
     from fiftyone_clip_zeroshot.core.options import LocalizeOptions
     from fiftyone_clip_zeroshot.core.scoring import PromptScorer
 

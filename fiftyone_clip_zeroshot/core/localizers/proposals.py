@@ -1,5 +1,5 @@
 """Region proposals: class-agnostic boxes from the image's own segments, each read by CLIP as a
-crop, and nothing else: the shared candidate reader (``core.candidates``) on its own.
+crop, and nothing else: the shared candidate reader (``core.localizers.candidates``) on its own.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from fiftyone_clip_zeroshot.core import candidates
+from fiftyone_clip_zeroshot.core.localizers import candidates
 from fiftyone_clip_zeroshot.core.localizers.evidence import Evidence
 
 if TYPE_CHECKING:

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from fiftyone_clip_zeroshot.core import candidates
-from fiftyone_clip_zeroshot.core.boxes import fuse_windows
+from fiftyone_clip_zeroshot.core.geometry.boxes import fuse_windows
+from fiftyone_clip_zeroshot.core.geometry.windows import coverage_mean, window_centres, window_grids
+from fiftyone_clip_zeroshot.core.localizers import candidates
 from fiftyone_clip_zeroshot.core.localizers.evidence import Evidence
-from fiftyone_clip_zeroshot.core.windows import coverage_mean, window_centres, window_grids
 
 if TYPE_CHECKING:
     from fiftyone_clip_zeroshot.core.options import LocalizeOptions

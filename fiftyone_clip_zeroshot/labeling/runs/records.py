@@ -32,7 +32,7 @@ class DetectRun:
     heatmap_dir: str | None = None
     state: str = "running"  # running | done | failed | stopped; a sharded run: "sharded" (see shards)
     owner: str | None = None  # "host pid" of the process running it (unsharded runs; heartbeats: claim_store)
-    shards: list[dict[str, Any]] = field(default_factory=list)  # see labeling.shards.queue_shards
+    shards: list[dict[str, Any]] = field(default_factory=list)  # see labeling.runs.shards.queue_shards
     stale_fields: list[str] = field(default_factory=list)  # heatmap fields of the previous run to clear
     previous_field_dir: str | None = None  # where the previous run's PNG heatmaps are (to delete them)
     thresholds: dict[str, float] = field(default_factory=dict)  # per-prompt thresholds it ran with (else one)

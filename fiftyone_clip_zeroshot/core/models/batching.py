@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import torch
 
-from fiftyone_clip_zeroshot.core.model import ClipModel
+from fiftyone_clip_zeroshot.core.models.model import ClipModel
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import fiftyone as fo
 from fiftyone.operators.delegated import DelegatedOperationService
 
-from fiftyone_clip_zeroshot.labeling import claim_store
-from fiftyone_clip_zeroshot.labeling.jobs import dataset_name
-from fiftyone_clip_zeroshot.labeling.runs import DetectRun
+from fiftyone_clip_zeroshot.labeling.runs import claim_store
+from fiftyone_clip_zeroshot.labeling.runs.jobs import dataset_name
+from fiftyone_clip_zeroshot.labeling.runs.records import DetectRun
 
 DETECT_URI = "@clip-zeroshot/fiftyone-clip-zeroshot/detect"
 ACTIVE = ("queued", "scheduled", "running")  # operation states that may still write labels

@@ -1,7 +1,7 @@
 """The candidate reader every method shares: class-agnostic region proposals, each read by CLIP
 as a square context crop, once for all prompts.
 
-The proposals (``core.regions``) need no weights; each prompt reads its ``max_candidates`` best.
+The proposals (``core.geometry.regions``) need no weights; each prompt reads its ``max_candidates`` best.
 Alone (the proposals method), that is every proposal up to the cap, and past it the best by their
 mean on a cheap patch-token map (``rank_map``): a photo has hundreds of segments. The map is the
 mean probability of the proposals covering each cell, each crediting only its central half (an
@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from fiftyone_clip_zeroshot.core.geometry.regions import candidate_boxes, proposals_key
+from fiftyone_clip_zeroshot.core.geometry.windows import box_mean, box_support, coverage_mean, window_centres
 from fiftyone_clip_zeroshot.core.localizers.evidence import SUPPORT_GATE, Evidence
-from fiftyone_clip_zeroshot.core.patch_tokens import dense_map
-from fiftyone_clip_zeroshot.core.regions import candidate_boxes, proposals_key
-from fiftyone_clip_zeroshot.core.windows import box_mean, box_support, coverage_mean, window_centres
+from fiftyone_clip_zeroshot.core.localizers.patch_tokens import dense_map
 
 if TYPE_CHECKING:
     from fiftyone_clip_zeroshot.core.options import LocalizeOptions

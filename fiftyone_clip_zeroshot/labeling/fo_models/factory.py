@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL, ClipModel
-from fiftyone_clip_zeroshot.labeling.model import ClipZeroShotModel
+from fiftyone_clip_zeroshot.core.models.model import DEFAULT_MODEL, ClipModel
+from fiftyone_clip_zeroshot.labeling.fo_models.model import ClipZeroShotModel
 
 
 @lru_cache(maxsize=1)
@@ -44,7 +44,7 @@ def zero_shot_model(
         **options: ``LocalizeOptions`` fields (``confidence_thresh``, ``batch_size``, ...).
     """
     if data_loader_ready():
-        from fiftyone_clip_zeroshot.labeling.loader import LoaderClipZeroShotModel  # needs torchvision
+        from fiftyone_clip_zeroshot.labeling.fo_models.loader import LoaderClipZeroShotModel  # needs torchvision
 
         return LoaderClipZeroShotModel(prompts, method=method, model=model, device=device, **options)
     return ClipZeroShotModel(prompts, method=method, model=model, device=device, **options)

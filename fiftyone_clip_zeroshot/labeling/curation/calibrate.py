@@ -1,7 +1,7 @@
 """Learn each prompt's confidence threshold from a person's review of the auto-labels.
 
 CLIP's probabilities differ widely between prompts, so one threshold is too strict for some and
-too loose for others. ``calibrate`` reads the decisions (``labeling.review``) and returns, per
+too loose for others. ``calibrate`` reads the decisions (``labeling.curation.decisions``) and returns, per
 prompt, the lowest confidence at which its reviewed labels reach a target precision. A prompt with
 few decisions borrows strength from all of them: its precision curve is pulled towards the curve
 of every prompt's decisions together, as if it had ``prior`` more decisions that follow it. How
@@ -23,9 +23,9 @@ import fiftyone as fo
 import numpy as np
 
 from fiftyone_clip_zeroshot.core.options import OptionsError
-from fiftyone_clip_zeroshot.labeling.jobs import LabelingError
-from fiftyone_clip_zeroshot.labeling.review import reviewed_labels, run_thresholds
-from fiftyone_clip_zeroshot.labeling.runs import DetectRun
+from fiftyone_clip_zeroshot.labeling.curation.decisions import reviewed_labels, run_thresholds
+from fiftyone_clip_zeroshot.labeling.runs.jobs import LabelingError
+from fiftyone_clip_zeroshot.labeling.runs.records import DetectRun
 
 
 @dataclass

@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 import fiftyone as fo
 
-from fiftyone_clip_zeroshot.labeling.runs import DetectRun
+from fiftyone_clip_zeroshot.labeling.runs.records import DetectRun
 
 
 class ShardableRun(Protocol):

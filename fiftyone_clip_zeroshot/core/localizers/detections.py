@@ -18,9 +18,9 @@ import numpy as np
 import supervision as sv
 import torch
 
-from fiftyone_clip_zeroshot.core.boxes import NESTED, SAME_OBJECT, finalize, make_detections
+from fiftyone_clip_zeroshot.core.geometry.boxes import NESTED, SAME_OBJECT, finalize, make_detections
+from fiftyone_clip_zeroshot.core.geometry.windows import box_support
 from fiftyone_clip_zeroshot.core.localizers.evidence import SUPPORT_GATE, Evidence
-from fiftyone_clip_zeroshot.core.windows import box_support
 
 PART_MARGIN = 0.1  # a part survives a larger box of another prompt only if this much more confident
 

@@ -17,7 +17,7 @@ import fiftyone.brain as fob
 import numpy as np
 
 from fiftyone_clip_zeroshot.labeling.fo_private import similarity_config
-from fiftyone_clip_zeroshot.labeling.jobs import LabelingError, dataset_name, dataset_of
+from fiftyone_clip_zeroshot.labeling.runs.jobs import LabelingError, dataset_name, dataset_of
 
 
 class IndexSink:

@@ -10,10 +10,10 @@ import logging
 
 import fiftyone as fo
 
-from fiftyone_clip_zeroshot.labeling import claim_store
-from fiftyone_clip_zeroshot.labeling.jobs import LabelingError, dataset_name
-from fiftyone_clip_zeroshot.labeling.runs import DetectRun
-from fiftyone_clip_zeroshot.labeling.shard_states import ACTIVE, shard_states
+from fiftyone_clip_zeroshot.labeling.runs import claim_store
+from fiftyone_clip_zeroshot.labeling.runs.jobs import LabelingError, dataset_name
+from fiftyone_clip_zeroshot.labeling.runs.records import DetectRun
+from fiftyone_clip_zeroshot.labeling.runs.shard_states import ACTIVE, shard_states
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fiftyone_clip_zeroshot.core.windows import crop_bounds, resize
+from fiftyone_clip_zeroshot.core.geometry.windows import crop_bounds, resize
 
 OBJECTNESS_SIDE = 128  # histograms are counted on the image shrunk to this long side
 COLOUR_BINS = 6  # per channel: 216 colours

@@ -18,8 +18,8 @@ import supervision as sv
 import torch
 from skimage.segmentation import felzenszwalb
 
+from fiftyone_clip_zeroshot.core.geometry.windows import positions, resize
 from fiftyone_clip_zeroshot.core.vocabulary import PROPOSAL_SIDE
-from fiftyone_clip_zeroshot.core.windows import positions, resize
 
 if TYPE_CHECKING:
     from fiftyone_clip_zeroshot.core.options import LocalizeOptions

@@ -23,10 +23,10 @@ from fiftyone_clip_zeroshot.core.classify import (
     classify_image,
     score_boxes,
 )
-from fiftyone_clip_zeroshot.core.model import DEFAULT_MODEL, ClipModel
+from fiftyone_clip_zeroshot.core.models.model import DEFAULT_MODEL, ClipModel
 from fiftyone_clip_zeroshot.core.options import OptionsError, check_prompts
 from fiftyone_clip_zeroshot.labeling.fo_private import declare_fields
-from fiftyone_clip_zeroshot.labeling.jobs import (
+from fiftyone_clip_zeroshot.labeling.runs.jobs import (
     LabelingError,
     Progress,
     SampleJob,
@@ -35,8 +35,8 @@ from fiftyone_clip_zeroshot.labeling.jobs import (
     resolve_model,
     run_job,
 )
-from fiftyone_clip_zeroshot.labeling.labels import pixel_xyxy
-from fiftyone_clip_zeroshot.labeling.runs import DetectRun
+from fiftyone_clip_zeroshot.labeling.runs.labels import pixel_xyxy
+from fiftyone_clip_zeroshot.labeling.runs.records import DetectRun
 
 MISMATCH_TAG = "clip:mismatch"
 REVIEW_TAG = "needs_review"

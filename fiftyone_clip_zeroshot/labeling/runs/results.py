@@ -10,7 +10,7 @@ from typing import Any
 import fiftyone as fo
 from fiftyone import ViewField as F
 
-from fiftyone_clip_zeroshot.labeling.runs import DetectRun, plugin_fields
+from fiftyone_clip_zeroshot.labeling.runs.records import DetectRun, plugin_fields
 
 
 @dataclass

@@ -11,8 +11,8 @@ import fiftyone.core.models as fom
 import fiftyone.utils.torch as fout
 import torch
 
-from fiftyone_clip_zeroshot.core.images import load_image
-from fiftyone_clip_zeroshot.labeling.model import ClipZeroShotModel
+from fiftyone_clip_zeroshot.core.geometry.images import load_image
+from fiftyone_clip_zeroshot.labeling.fo_models.model import ClipZeroShotModel
 
 logger = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ import torch
 from pymongo.errors import PyMongoError
 
 from fiftyone_clip_zeroshot.core.errors import ClipZeroShotError
-from fiftyone_clip_zeroshot.core.images import load_image
-from fiftyone_clip_zeroshot.core.model import ClipModel, load_model
+from fiftyone_clip_zeroshot.core.geometry.images import load_image
+from fiftyone_clip_zeroshot.core.models.model import ClipModel, load_model
 from fiftyone_clip_zeroshot.labeling.fo_private import is_generated_view, select_targets
 
 logger = logging.getLogger(__name__)

@@ -22,13 +22,13 @@ from fiftyone import ViewField as F
 from fiftyone.operators.delegated import DelegatedOperationService
 from fiftyone.operators.executor import ExecutionContext, ExecutionResult, ExecutionRunState
 
-from fiftyone_clip_zeroshot.labeling import claim_store
-from fiftyone_clip_zeroshot.labeling.claims import claim_field, gone
 from fiftyone_clip_zeroshot.labeling.fo_private import declare_fields, serialized_view
-from fiftyone_clip_zeroshot.labeling.jobs import LabelingError, dataset_name
-from fiftyone_clip_zeroshot.labeling.runs import DetectRun
-from fiftyone_clip_zeroshot.labeling.shard_states import ACTIVE, DETECT_URI, ShardStatus, shard_states
-from fiftyone_clip_zeroshot.labeling.shardable import ShardableRun
+from fiftyone_clip_zeroshot.labeling.runs import claim_store
+from fiftyone_clip_zeroshot.labeling.runs.claims import claim_field, gone
+from fiftyone_clip_zeroshot.labeling.runs.jobs import LabelingError, dataset_name
+from fiftyone_clip_zeroshot.labeling.runs.records import DetectRun
+from fiftyone_clip_zeroshot.labeling.runs.shard_states import ACTIVE, DETECT_URI, ShardStatus, shard_states
+from fiftyone_clip_zeroshot.labeling.runs.shardable import ShardableRun
 
 RECOVERABLE = ("lost", "failed", "missing")  # shard states that ``requeue`` runs again
 

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 import transformers
 
-from fiftyone_clip_zeroshot.core.windows import WindowGrid, coverage_mean
+from fiftyone_clip_zeroshot.core.geometry.windows import WindowGrid, coverage_mean
 
 if TYPE_CHECKING:
-    from fiftyone_clip_zeroshot.core.model import ClipModel
+    from fiftyone_clip_zeroshot.core.models.model import ClipModel
     from fiftyone_clip_zeroshot.core.options import LocalizeOptions
     from fiftyone_clip_zeroshot.core.scoring import PromptScorer
 
@@ -64,7 +64,7 @@ def dense_logits(
 @dataclass(frozen=True)
 class PatchTokens:
     """``patch_tokens`` as an encoder of tiles; equal for equal attention, so that the tiles of
-    several images share batches (``core.batching``; the images of one batch share one model)."""
+    several images share batches (``core.models.batching``; the images of one batch share one model)."""
 
     attention: str
     model: ClipModel = field(compare=False, repr=False)

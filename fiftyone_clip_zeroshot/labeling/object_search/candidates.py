@@ -1,8 +1,8 @@
 """``fz.propose`` over a collection: every image's class-agnostic candidate boxes as ``fo.Detections``.
 
-The candidates are what every localizer reads (``core.regions``), found without weights and before
+The candidates are what every localizer reads (``core.geometry.regions``), found without weights and before
 any prompt; each gets the prompt-free ``objectness`` prior as its confidence, and they are stored
-best first. Indexed by text (``labeling.search``), they make objects searchable across a dataset.
+best first. Indexed by text (``labeling.object_search.index``), they make objects searchable across a dataset.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import fiftyone as fo
 import numpy as np
 import torch
 
-from fiftyone_clip_zeroshot.core.objectness import objectness
+from fiftyone_clip_zeroshot.core.geometry.objectness import objectness
+from fiftyone_clip_zeroshot.core.geometry.regions import candidate_boxes
 from fiftyone_clip_zeroshot.core.options import LocalizeOptions
-from fiftyone_clip_zeroshot.core.regions import candidate_boxes
 from fiftyone_clip_zeroshot.labeling.fo_private import declare_fields
-from fiftyone_clip_zeroshot.labeling.jobs import (
+from fiftyone_clip_zeroshot.labeling.runs.jobs import (
     LabelingError,
     Progress,
     SampleJob,
@@ -25,7 +25,7 @@ from fiftyone_clip_zeroshot.labeling.jobs import (
     check_target,
     run_job,
 )
-from fiftyone_clip_zeroshot.labeling.labels import to_candidates
+from fiftyone_clip_zeroshot.labeling.runs.labels import to_candidates
 
 DEFAULT_CANDIDATES_FIELD = "candidates"
 
