@@ -27,7 +27,7 @@ from fiftyone_clip_zeroshot.core.models.families import CLIP, NOT_READ, Family, 
 from fiftyone_clip_zeroshot.core.models.openclip import is_open_clip_folder, read_open_clip
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
-_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"  # fiftyone_clip_zeroshot/models
 # Tiny CLIPs trained on the shapes world (scripts/train_shapes_clip.py): the demo model first, then
 # the test models of the quality panel, trained by other recipes.
 PACKAGED_MODELS: dict[str, Path] = {
