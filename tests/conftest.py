@@ -95,6 +95,14 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=rank)
 
 
+def pytest_xdist_node_collection_finished(node, ids):
+    """Stop when xdist did not take the groups (a grouped node id ends in ``@group``): every
+    quality evaluation would then be computed once per test that reads it."""
+    if node.config.getvalue("dist") == "loadgroup" and ids and not any("@" in nodeid for nodeid in ids):
+        pytest.exit(f"xdist kept no test group ({ids[0]}, ...): this pytest and pytest-xdist do not work together; "
+                    "rerun scripts/setup.sh to get pyproject's versions", returncode=4)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
     """pytest's own temporary folders (``tmp_path``, mongod data dirs among them) go under the
