@@ -74,7 +74,9 @@ def _group(item: pytest.Item) -> str:
     if module == "test_quality":
         method = params.get("method") or next((f for f in ("sliding", "occlusion", "proposals", "dense")
                                                if f in item.fixturenames), "")
-        return f"quality-{params.get('model', 'photo')}-{method}" if method or "model" in params else module
+        owner = params.get("model") or next((f.removesuffix("_model") for f in ("photo_model", "siglip_model")
+                                             if f in item.fixturenames), "photo")
+        return f"quality-{owner}-{method}" if method or "model" in params else module
     if module == "test_docs" and "page" in params and "demo_dataset" in item.fixturenames:
         return f"docs-{params['page'].name}"
     return module
@@ -95,6 +97,7 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=rank)
 
 
+@pytest.hookimpl(optionalhook=True)
 def pytest_xdist_node_collection_finished(node, ids):
     """Stop when xdist did not take the groups (a grouped node id ends in ``@group``): every
     quality evaluation would then be computed once per test that reads it."""

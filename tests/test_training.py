@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _train(recipe: str, out: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "scripts/train_shapes_clip.py", "--recipe", recipe, "--steps", "2", "--batch-size", "8",
-         "--pool-size", "64", "--out", str(out), *extra],
+         "--pool-size", "64", "--eval-crops", "8", "--out", str(out), *extra],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
 
@@ -31,7 +31,7 @@ def photo_base(tmp_path_factory):
 
 
 @pytest.mark.parametrize("recipe", ["shapes-world", "shapes-alt-text", "shapes-single-object", "shapes-photo-base",
-                                    "shapes-siglip"])
+                                    "shapes-siglip-base"])
 def test_recipe_trains_and_loads(recipe, tmp_path, request):
     if recipe == "shapes-photo-base":
         out = request.getfixturevalue("photo_base")
@@ -42,7 +42,7 @@ def test_recipe_trains_and_loads(recipe, tmp_path, request):
     model = load_model(str(out), device="cpu")
     assert model.encode_text(["a red circle and a blue star"]).shape[0] == 1
     assert model.image_size == (96 if recipe == "shapes-single-object" else 64)
-    assert model.family.name == ("SigLIP" if recipe == "shapes-siglip" else "CLIP")
+    assert model.family.name == ("SigLIP" if recipe == "shapes-siglip-base" else "CLIP")
 
 
 def test_a_recipe_that_starts_from_another_needs_its_weights(tmp_path, photo_base):

@@ -54,13 +54,20 @@ def ground_truth(scene: Scene, classes: Sequence[str] = CLASSES) -> sv.Detection
 
 
 def evaluate(
-    model: ClipModel, scenes: Sequence[Scene], method: str, classes: Sequence[str] = CLASSES, **options: Any
+    model: ClipModel, scenes: Sequence[Scene], method: str, classes: Sequence[str] = CLASSES, alone: bool = False,
+    **options: Any
 ) -> Quality:
-    """Run ``localize`` with every class as a prompt on every scene and score the results."""
+    """Run ``localize`` with every class as a prompt on every scene and score the results;
+    ``alone``: one run per class, as a user who types one prompt runs it."""
     meter = QualityMeter(method)
     for scene in scenes:
         start = time.perf_counter()
-        results = localize(scene.image, list(classes), model, method=method, **options)
+        if alone:
+            results = [localize(scene.image, [c], model, method=method, **options)[0] for c in classes]
+            for index, result in enumerate(results):  # each run's one prompt is prompt 0 there
+                result.detections.class_id = np.full(len(result.detections), index)
+        else:
+            results = localize(scene.image, list(classes), model, method=method, **options)
         meter.add(results, ground_truth(scene, classes), scene.image.size, time.perf_counter() - start)
     return meter.result()
 

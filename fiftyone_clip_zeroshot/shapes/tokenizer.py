@@ -39,7 +39,9 @@ def write_tokenizer_files(folder: Path, extra_words: tuple[str, ...] = ()) -> No
     symbols = list(_bytes_to_unicode().values())
     vocab = symbols + [s + "</w>" for s in symbols]
     merges: list[tuple[str, str]] = []
-    for word in caption_words(extra_words):
+    # Longest words first: a short word's first merge ("a n" of "and") ranked above a longer
+    # word's later ones would cut that word ("tri an g l e").
+    for word in sorted(caption_words(extra_words), key=lambda w: (-len(w), w)):
         pieces = list(word[:-1]) + [word[-1] + "</w>"]
         left = pieces[0]
         for right in pieces[1:]:

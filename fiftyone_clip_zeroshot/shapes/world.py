@@ -26,6 +26,7 @@ SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross")
 CLASSES: tuple[str, ...] = tuple(f"{c} {s}" for c in COLORS for s in SHAPES)
 BACKGROUND = "background"
 GROUP = "several objects"
+PAIR_JOIN = " and "  # a "pair" crop's label: its two classes, "red circle and blue star"
 
 CAPTION_TEMPLATES: tuple[str, ...] = (
     "a photo of a {}",
@@ -185,7 +186,8 @@ def render_crop(seed: int, index: int, size: int = 64, mix: dict[str, float] | N
     Its kind is drawn from ``mix`` (default ``CROP_MIX``), and so is its label:
     ``"object"`` — one whole shape ("red circle"); ``"fragment"`` — only part of a shape, or a
     close-up inside a large one (label: its colour, "red"); ``"group"`` — two or three shapes
-    (``GROUP``); ``"background"`` — none (``BACKGROUND``). Fragments and groups teach the model
+    (``GROUP``); ``"pair"`` — two whole shapes of two classes, one in each half, labelled by both classes joined
+    with ``PAIR_JOIN``; ``"background"`` — none (``BACKGROUND``). Fragments and groups teach the model
     that a window which does not frame exactly one whole object is not that object. With
     ``photos``, a ``photo_share`` of the crops has a cut of one of them as its background.
     """
@@ -227,6 +229,15 @@ def render_crop(seed: int, index: int, size: int = 64, mix: dict[str, float] | N
         for _ in range(int(rng.integers(2, 4))):
             obj = canvas * rng.uniform(0.25, 0.5)
             _draw_object(rng, img, _random_class(rng), *rng.uniform(obj / 2, canvas - obj / 2, 2), obj)
+    elif kind == "pair":
+        names = [CLASSES[int(k)] for k in rng.choice(len(CLASSES), 2, replace=False)]
+        axis = int(rng.integers(2))
+        for half, name in enumerate(names):
+            obj = canvas * rng.uniform(0.25, 0.45)
+            centre = rng.uniform(obj / 2, canvas - obj / 2, 2)
+            centre[axis] = (half + 0.5) * canvas / 2 + rng.uniform(-0.05, 0.05) * canvas
+            _draw_object(rng, img, name, *centre, obj)
+        label = PAIR_JOIN.join(names)
     if rng.random() < 0.3:
         img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2) * scale))
     return img.resize((size, size), Image.BOX), label

@@ -9,7 +9,7 @@ and the defaults measured for it.
   this image. A score is ``sigmoid(scale * cos + bias)``, the model's own probability, for each
   prompt by itself; several can be high together and all can be low. Negative prompts and other
   prompts take no share of it: the family's probability is already absolute, and a share would
-  make it relative again (``benchmarks/thresholds.py --competition`` measures the other rule).
+  make it relative again (``benchmarks/thresholds.py --rule`` measures the other rules).
 
 A new family is one ``Family`` in ``FAMILIES``.
 """
@@ -70,7 +70,8 @@ CLIP = Family(
 )
 SIGLIP = Family(
     "SigLIP", ("siglip",),
-    _thresholds(sliding_window=0.1, occlusion=0.1, proposals=0.1, dense=0.1),  # provisional: no panel SigLIP yet
+    # shapes-siglip, on a plateau that holds with its bias moved by ±2 (benchmarks/thresholds.py, docs/quality.md)
+    _thresholds(sliding_window=0.3, occlusion=0.3, proposals=0.3, dense=0.05),
     sigmoid=True, pad_texts=True,
 )
 FAMILIES: dict[str, Family] = {"clip": CLIP, "siglip": SIGLIP}

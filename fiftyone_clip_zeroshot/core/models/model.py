@@ -29,10 +29,10 @@ from fiftyone_clip_zeroshot.core.models.openclip import is_open_clip_folder, rea
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 _MODELS_DIR = Path(__file__).resolve().parents[2] / "models"  # fiftyone_clip_zeroshot/models
 # Tiny CLIPs trained on the shapes world (scripts/train_shapes_clip.py): the demo model first, then
-# the test models of the quality panel, trained by other recipes.
+# the test models of the quality panel, trained by other recipes (the last one a SigLIP).
 PACKAGED_MODELS: dict[str, Path] = {
     name: _MODELS_DIR / name
-    for name in ("shapes-world", "shapes-single-object", "shapes-alt-text", "shapes-photo")
+    for name in ("shapes-world", "shapes-single-object", "shapes-alt-text", "shapes-photo", "shapes-siglip")
 }
 
 logger = logging.getLogger(__name__)
