@@ -1,8 +1,8 @@
 """Where a family's default ``confidence_thresh`` comes from: quality at several thresholds.
 
-    python benchmarks/thresholds.py --models shapes-siglip --thresholds 0.3 0.4 0.5 0.6 0.7
+    python benchmarks/thresholds.py --models shapes-siglip --scenes 10 --bias-shift 0 -2 2   # docs/quality.md
     python benchmarks/thresholds.py --models shapes-world --thresholds 0.4 0.5 0.6 0.7 --sets easy
-    python benchmarks/thresholds.py --models shapes-siglip --rule sigmoid --bias-shift -2 0 2
+    python benchmarks/thresholds.py --models shapes-siglip --scenes 10 --rule softmax --thresholds 0.2 0.3 0.5 0.7 0.9
 
 One row per (model, rule, bias shift, scene set, method, threshold) on the held-out scenes of
 ``benchmarks/quality.py``, then per method the threshold it would choose: the best mean mAP@.5
@@ -97,7 +97,7 @@ def _shifted(module: torch.nn.Module, shift: float) -> torch.nn.Module:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["shapes-siglip"])
-    parser.add_argument("--thresholds", nargs="+", type=float, default=[0.3, 0.4, 0.5, 0.6, 0.7])
+    parser.add_argument("--thresholds", nargs="+", type=float, default=[0.05, 0.1, 0.2, 0.3, 0.5, 0.7])
     parser.add_argument("--scenes", type=int, default=12)
     parser.add_argument("--sets", nargs="+", default=["easy", "photo"], choices=list(SCENE_SETS))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
