@@ -16,7 +16,10 @@ Columns: mAP@0.5 and mAP@[.5:.95] (supervision's COCO-style mAP), recall at IoU 
 false positives (share of (scene, absent prompt) pairs with a box / share of scenes with any),
 how often a heatmap's peak is inside its object (objects >= 64 px), seconds per image, and for
 each model its zero-shot accuracy on 600 held-out single-object crops, on the easy set's
-backgrounds and on cuts of the photo set's photos.
+backgrounds and on cuts of the photo set's photos. Then the false positives at IoU 0.5 of each
+row, split by kind: ``loose`` (right class, the box holds the object), ``partial`` (right class,
+the box lies mostly inside it), ``wrong class`` (on an object of another class), ``background``
+and ``duplicate`` (``core.quality.false_positive_kinds``).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import torch
 from fiftyone_clip_zeroshot import load_model
 from fiftyone_clip_zeroshot.core.localizers import METHODS
 from fiftyone_clip_zeroshot.core.models.model import PACKAGED_MODELS
-from fiftyone_clip_zeroshot.core.quality import COLUMNS
+from fiftyone_clip_zeroshot.core.quality import COLUMNS, FALSE_POSITIVE_COLUMNS
 from fiftyone_clip_zeroshot.photos import background_images
 from fiftyone_clip_zeroshot.shapes.evaluate import SCENE_SETS, evaluate, held_out_scenes, zero_shot_accuracy
 from fiftyone_clip_zeroshot.shapes.world import CAPTION_TEMPLATES
@@ -59,6 +62,7 @@ def main() -> None:
     photos = background_images()
     print(COLUMNS)
     print("-" * len(COLUMNS))
+    false_positives: list[str] = []
     for name in names:
         model = load_model(name, device=args.device)
         accuracy[name] = zero_shot_accuracy(model, 600), zero_shot_accuracy(model, 600, photos=photos)
@@ -66,10 +70,14 @@ def main() -> None:
             for method in args.methods:
                 quality = evaluate(model, scenes[scene_set], method, prompt_templates=templates)
                 print(quality.row(name, scene_set), flush=True)
+                false_positives.append(quality.false_positive_row(name, scene_set))
     print("\nzero-shot accuracy, 600 held-out single-object crops, 30 classes (backgrounds as the easy set's / cut "
           "from the photo set's photos):")
     for name, (flat, photo) in accuracy.items():
         print(f"  {name}: {flat:.3f} / {photo:.3f}")
+    print(f"\nfalse positives at IoU 0.5 and each kind's share (core.quality.false_positive_kinds)\n"
+          f"{FALSE_POSITIVE_COLUMNS}\n{'-' * len(FALSE_POSITIVE_COLUMNS)}")
+    print("\n".join(false_positives))
 
 
 if __name__ == "__main__":

@@ -57,6 +57,7 @@ def test_gpu_script_smoke_on_the_cpu():
 def test_quality_benchmark_smoke():
     out = _run("benchmarks/quality.py", "--scenes", "2", "--device", "cpu")
     assert "sliding_window" in out and "occlusion" in out and "zero-shot accuracy" in out
+    assert "false positives at IoU 0.5" in out and "wrong class" in out
 
 
 def _real_clip():

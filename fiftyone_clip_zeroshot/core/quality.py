@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -33,9 +34,17 @@ class Quality:
     duplicates_per_object: float  # boxes of an object's class centred on it, past the first
     peak_in_box: float  # heatmap maximum inside a box of its class, objects >= PEAK_MIN_SIDE px
     seconds_per_image: float
+    false_positives: dict[str, int] = field(default_factory=dict)  # at IoU 0.5, by kind (``FALSE_POSITIVE_KINDS``)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def false_positive_row(self, model: str, image_set: str) -> str:
+        """One line under ``FALSE_POSITIVE_COLUMNS``: how many false positives, and each kind's share."""
+        total = sum(self.false_positives.values())
+        shares = " ".join(f"{self.false_positives.get(kind, 0) / max(total, 1):>10.0%}"
+                          for kind in FALSE_POSITIVE_KINDS)
+        return f"{model[-22:]:<22} {image_set[:7]:<7} {self.method:<15} {total:>6} {shares}"
 
     def row(self, model: str, image_set: str) -> str:
         """One line of the table under ``COLUMNS``."""
@@ -61,6 +70,7 @@ class QualityMeter:
     duplicates: int = 0
     big: int = 0
     peaks: int = 0
+    false_positives: Counter = field(default_factory=Counter)
 
     def add(self, results: list[Localization], truth: sv.Detections, image_wh: tuple[int, int], seconds: float) -> None:
         """One image's results (one per class, in class order), its ground truth in image px and
@@ -75,6 +85,7 @@ class QualityMeter:
         self.absent_pairs += len(hits)
         self.absent_hits += sum(hits)
         self.duplicates += duplicate_boxes(dets, truth)
+        self.false_positives.update(false_positive_kinds(dets, truth))
         for box, cls in zip(truth.xyxy, truth.class_id):
             self.objects += 1
             same = dets[dets.class_id == cls]
@@ -97,7 +108,54 @@ class QualityMeter:
             duplicates_per_object=self.duplicates / max(self.objects, 1),
             peak_in_box=self.peaks / max(self.big, 1),
             seconds_per_image=self.seconds / max(images, 1),
+            false_positives=dict(self.false_positives),
         )
+
+
+FALSE_POSITIVE_KINDS = ("loose", "partial", "wrong class", "background", "duplicate")
+FALSE_POSITIVE_COLUMNS = (f"{'model':<22} {'set':<7} {'method':<15} {'FP@.5':>6} "
+                          + " ".join(f"{kind:>10}" for kind in FALSE_POSITIVE_KINDS))
+HOLDS, INSIDE = 0.9, 0.7  # a box holds an object: 90 % of its area; lies inside one: 70 % of the box's own
+
+
+def false_positive_kinds(predictions: sv.Detections, truth: sv.Detections) -> Counter:
+    """One image's false positives at IoU 0.5, by kind. Each class's boxes, best first, take the
+    unmatched true object of their class they overlap most (IoU >= 0.5); the others are a
+    ``duplicate`` (IoU >= 0.5 with an object already taken), ``loose`` (the box holds an object of
+    its class), ``partial`` (it lies mostly inside one), ``wrong class`` (any of those with an
+    object of another class) or ``background``."""
+    kinds: Counter = Counter()
+    taken = np.zeros(len(truth), bool)
+    order = np.argsort(-(predictions.confidence if predictions.confidence is not None else np.zeros(len(predictions))))
+    for i in order:
+        box, cls = predictions.xyxy[i], predictions.class_id[i]
+        iou, holds, inside = _relations(box, truth.xyxy)
+        same = truth.class_id == cls
+        free = same & ~taken & (iou >= 0.5)
+        if free.any():
+            taken[np.flatnonzero(free)[np.argmax(iou[free])]] = True
+            continue
+        related = (iou >= 0.5) | holds | inside
+        if (same & (iou >= 0.5)).any():
+            kinds["duplicate"] += 1
+        elif (same & holds).any():
+            kinds["loose"] += 1
+        elif (same & inside).any():
+            kinds["partial"] += 1
+        elif (~same & related).any():
+            kinds["wrong class"] += 1
+        else:
+            kinds["background"] += 1
+    return kinds
+
+
+def _relations(box: np.ndarray, objects: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """IoU of an xyxy box with each object, whether it holds each, whether it lies inside each."""
+    wh = np.clip(np.minimum(box[2:], objects[:, 2:]) - np.maximum(box[:2], objects[:, :2]), 0, None)
+    overlap = wh[:, 0] * wh[:, 1]
+    box_area = max(float((box[2] - box[0]) * (box[3] - box[1])), 1e-9)
+    areas = np.maximum((objects[:, 2] - objects[:, 0]) * (objects[:, 3] - objects[:, 1]), 1e-9)
+    return overlap / (box_area + areas - overlap), overlap >= HOLDS * areas, overlap >= INSIDE * box_area
 
 
 def duplicate_boxes(predictions: sv.Detections, truth: sv.Detections) -> int:
