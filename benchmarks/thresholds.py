@@ -18,7 +18,6 @@ prompts each class in a run of its own, as a user who types one prompt does.
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import tempfile
 from collections import defaultdict
@@ -31,7 +30,7 @@ from fiftyone_clip_zeroshot.core.localizers import METHODS
 from fiftyone_clip_zeroshot.core.models.families import Family
 from fiftyone_clip_zeroshot.core.models.model import ClipModel
 from fiftyone_clip_zeroshot.core.quality import COLUMNS
-from fiftyone_clip_zeroshot.shapes.evaluate import SCENE_SETS, evaluate, held_out_scenes
+from fiftyone_clip_zeroshot.shapes.evaluate import SCENE_SETS, evaluate, held_out_scenes, with_bias_shift
 
 ABSENT_CEILING = 0.02
 Rule = Callable[[torch.Tensor, int, int], torch.Tensor]  # (logits of prompts then negatives, prompts, dim)
@@ -79,19 +78,12 @@ class RuledFamily(Family):
 
 def variant(model: ClipModel, rule: str | None, bias_shift: float) -> ClipModel:
     """``model`` scored by ``rule`` (None: its family's own), its bias moved by ``bias_shift``."""
-    if bias_shift:  # the image embeddings are the same: keep the store's key
-        model = dataclasses.replace(model, model=_shifted(model.model, bias_shift), _fingerprint=model.fingerprint)
+    if bias_shift:
+        model = with_bias_shift(model, bias_shift)
     if rule is None:
         return model
     own = {f.name: getattr(model.family, f.name) for f in dataclasses.fields(Family)}
     return dataclasses.replace(model, family=RuledFamily(**own, rule=RULES[rule]))
-
-
-def _shifted(module: torch.nn.Module, shift: float) -> torch.nn.Module:
-    moved = copy.deepcopy(module)
-    with torch.no_grad():
-        moved.logit_bias += shift
-    return moved
 
 
 def main() -> None:

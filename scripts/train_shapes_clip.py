@@ -153,7 +153,7 @@ def _describe_fully(label: str, rng: np.random.Generator) -> Described:
     if not names:
         return Described(BACKGROUND_CAPTIONS[int(rng.integers(len(BACKGROUND_CAPTIONS)))], names)
     templates = ONE_SHAPE_TEMPLATES if len(names) == 1 else TWO_SHAPE_TEMPLATES
-    text = templates[int(rng.integers(len(templates)))].format(*rng.permutation(sorted(label.split(PAIR_JOIN))))
+    text = templates[int(rng.integers(len(templates)))].format(*rng.permutation(sorted(names)))
     return Described(text, names)
 
 

@@ -1,7 +1,6 @@
 """Model families: a SigLIP loads by its config, scores by its own sigmoid, reads texts as it was
 trained, runs every method (its patch tokens through its pooling head); prompt ensembles."""
 
-import copy
 import dataclasses
 import json
 import subprocess
@@ -22,7 +21,7 @@ from fiftyone_clip_zeroshot.core.models.model import model_family
 from fiftyone_clip_zeroshot.core.models.prompt_templates import OWN_SETS, resolve_templates
 from fiftyone_clip_zeroshot.core.scoring import PromptScorer
 from fiftyone_clip_zeroshot.labeling.runs.records import DetectRun
-from fiftyone_clip_zeroshot.shapes.evaluate import evaluate, held_out_scenes
+from fiftyone_clip_zeroshot.shapes.evaluate import evaluate, held_out_scenes, with_bias_shift
 
 REPO = Path(__file__).resolve().parents[1]
 SCENE = held_out_scenes(2)[1]
@@ -277,8 +276,4 @@ def test_siglip_defaults_find_the_objects_with_its_bias_moved_by_two():
     base = evaluate(model, scenes, "proposals", cache=False).map50
     assert base >= 0.5
     for shift in (-2.0, 2.0):
-        moved = copy.deepcopy(model.model)
-        with torch.no_grad():
-            moved.logit_bias += shift
-        shifted = dataclasses.replace(model, model=moved, _text_cache={}, _fingerprint=None)
-        assert evaluate(shifted, scenes, "proposals", cache=False).map50 >= base - 0.1, shift
+        assert evaluate(with_bias_shift(model, shift), scenes, "proposals", cache=False).map50 >= base - 0.1, shift

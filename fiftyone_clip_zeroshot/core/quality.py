@@ -130,19 +130,18 @@ def false_positive_kinds(predictions: sv.Detections, truth: sv.Detections) -> Co
     for i in order:
         box, cls = predictions.xyxy[i], predictions.class_id[i]
         iou, holds, inside = _relations(box, truth.xyxy)
-        same = truth.class_id == cls
-        free = same & ~taken & (iou >= 0.5)
+        same, matches = truth.class_id == cls, iou >= 0.5
+        free = same & ~taken & matches
         if free.any():
             taken[np.flatnonzero(free)[np.argmax(iou[free])]] = True
             continue
-        related = (iou >= 0.5) | holds | inside
-        if (same & (iou >= 0.5)).any():
+        if (same & matches).any():
             kinds["duplicate"] += 1
         elif (same & holds).any():
             kinds["loose"] += 1
         elif (same & inside).any():
             kinds["partial"] += 1
-        elif (~same & related).any():
+        elif (~same & (matches | holds | inside)).any():
             kinds["wrong class"] += 1
         else:
             kinds["background"] += 1

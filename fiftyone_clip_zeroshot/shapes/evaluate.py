@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -51,6 +53,15 @@ def held_out_scenes(count: int, scene_set: str = "easy") -> list[Scene]:
 def ground_truth(scene: Scene, classes: Sequence[str] = CLASSES) -> sv.Detections:
     class_id = np.array([classes.index(label) for label in scene.labels], int)
     return sv.Detections(xyxy=scene.boxes.reshape(-1, 4), class_id=class_id)
+
+
+def with_bias_shift(model: ClipModel, shift: float) -> ClipModel:
+    """``model`` with its learnt (sigmoid) bias moved by ``shift``, a stand-in for another checkpoint
+    of its family; its image embeddings are the same, so it keeps the embedding store's key."""
+    moved = copy.deepcopy(model.model)
+    with torch.no_grad():
+        moved.logit_bias += shift
+    return dataclasses.replace(model, model=moved, _fingerprint=model.fingerprint)
 
 
 def evaluate(
