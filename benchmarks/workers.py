@@ -23,12 +23,12 @@ import cluster  # noqa: E402
 
 WRITES = """
 import json, time, fiftyone as fo
-from fiftyone_clip_zeroshot.labeling.runs.jobs import SAVE_EVERY
+from fiftyone_clip_zeroshot.labeling.runs.jobs import SAVE_EVERY_S
 ds = fo.Dataset("{name}")
 ds.add_samples([fo.Sample(filepath=f"/images/{{i}}.jpg") for i in range({count})], progress=False)
 box = lambda i: fo.Detection(label="red circle", bounding_box=[0.1, 0.1, 0.2, 0.2], confidence=0.9, method="proposals")
 start = time.perf_counter()
-for sample in ds.iter_samples(autosave=True, **SAVE_EVERY):
+for sample in ds.iter_samples(autosave=True, batching_strategy="latency", batch_size=SAVE_EVERY_S):
     sample["clip"] = fo.Detections(detections=[box(i) for i in range(5)])
     for prompt in ("red_circle", "blue_square"):
         sample["clip_heatmap_" + prompt] = fo.Heatmap(map_path=f"/maps/{{sample.id}}-{{prompt}}.png", range=[0, 153])

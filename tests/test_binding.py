@@ -61,7 +61,7 @@ def cursor_dies(monkeypatch):
 
     monkeypatch.setattr(fod.Dataset, "_aggregate", wrap(fod.Dataset._aggregate))
     monkeypatch.setattr(fov.DatasetView, "_aggregate", wrap(fov.DatasetView._aggregate))
-    monkeypatch.setattr(jobs, "SAVE_EVERY", dict(batching_strategy="static", batch_size=1))
+    monkeypatch.setattr(jobs, "SAVE_EVERY_S", 0)
     arm.died = lambda: read[0] is not None and read[0] > DIES_AFTER
     return arm
 

@@ -46,7 +46,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from fiftyone_clip_zeroshot.core.errors import OptionsError
+from fiftyone_clip_zeroshot.core.errors import ClipZeroShotError, OptionsError
+from fiftyone_clip_zeroshot.core.stopwatch import stage
 
 logger = logging.getLogger(__name__)
 
@@ -97,11 +98,10 @@ def pixels_digest(pixels: torch.Tensor) -> str:
     known = _DIGESTS.get(id(pixels))
     if known is not None and known[0]() is pixels and known[1] == pixels._version:
         return known[2]
+    if pixels.is_meta:
+        raise PixelsNeeded("an image stand-in without a digest")
     digest = _digest_of(pixels)
-    with _DIGESTS_LOCK:
-        if len(_DIGESTS) >= _DIGESTS_KEPT:
-            del _DIGESTS[next(iter(_DIGESTS))]
-        _DIGESTS[id(pixels)] = (weakref.ref(pixels), pixels._version, digest)
+    _remember_digest(pixels, digest)
     return digest
 
 
@@ -110,6 +110,26 @@ def _digest_of(pixels: torch.Tensor) -> str:
     digest = hashlib.blake2b(str(array.shape).encode(), digest_size=16)
     digest.update(array.data)
     return digest.hexdigest()
+
+
+def stand_in(image_digest: str, image_hw: tuple[int, int]) -> torch.Tensor:
+    """An image the store has seen, not decoded: a ``(3, H, W)`` uint8 tensor on the ``meta``
+    device (a shape, no pixels) whose ``pixels_digest`` is ``image_digest``. A run given one reads
+    every crop from the store; where one is missing the scorer raises ``PixelsNeeded``."""
+    pixels = torch.empty((3, *image_hw), dtype=torch.uint8, device="meta")
+    _remember_digest(pixels, image_digest)
+    return pixels
+
+
+class PixelsNeeded(ClipZeroShotError, LookupError):
+    """A stand-in image (``stand_in``) needs its pixels: the store lacks a crop of it. Decode it and run again."""
+
+
+def _remember_digest(pixels: torch.Tensor, digest: str) -> None:
+    with _DIGESTS_LOCK:
+        if len(_DIGESTS) >= _DIGESTS_KEPT:
+            del _DIGESTS[next(iter(_DIGESTS))]
+        _DIGESTS[id(pixels)] = (weakref.ref(pixels), pixels._version, digest)
 
 
 _DIGESTS: dict[int, tuple[weakref.ref, int, str]] = {}  # id -> (the tensor, its version, its digest)
@@ -152,7 +172,7 @@ class EmbeddingStore:
         """An entry's rows by kind; {} when there is none or it cannot be read, or (with a warning,
         if ``warn``) when it is damaged."""
         try:
-            with np.load(path) as data:
+            with stage("store read"), np.load(path) as data:
                 entry = _unpack(data)
         except (FileNotFoundError, NotADirectoryError, PermissionError):  # writing it will say why, if it fails
             return {}
@@ -209,22 +229,31 @@ class EmbeddingStore:
             return None
         return fields if fields.get("name") == name else None
 
-    def note_file(self, path: str, image_digest: str) -> None:
-        """Remember which decoded image the file at ``path`` (as it is now) is."""
+    def note_file(self, path: str, image_digest: str, image_hw: tuple[int, int] | None = None) -> None:
+        """Remember which decoded image (its digest, and its height and width if given) the file at
+        ``path``, as it is now, is."""
         with contextlib.suppress(OSError):
             stat = os.stat(path)
-            self.note(f"file:{path}", {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "digest": image_digest})
+            size = {"hw": [int(image_hw[0]), int(image_hw[1])]} if image_hw else {}
+            self.note(f"file:{path}", {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "digest": image_digest,
+                                       **size})
 
-    def file_digest(self, path: str) -> str | None:
-        """The image digest ``note_file`` remembered for ``path``, if the file has not changed since."""
+    def file_note(self, path: str) -> dict[str, Any] | None:
+        """What ``note_file`` remembered for ``path`` (``digest``, and ``hw`` where it was given), if
+        the file has not changed since."""
         fields = self.noted(f"file:{path}")
         try:
             stat = os.stat(path)
         except OSError:
             return None
         if fields and (fields["size"], fields["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns):
-            return fields["digest"]
+            return fields
         return None
+
+    def file_digest(self, path: str) -> str | None:
+        """The image digest ``note_file`` remembered for ``path``, if the file has not changed since."""
+        fields = self.file_note(path)
+        return fields["digest"] if fields else None
 
     def embedded(self, paths: list[str], model_name: str) -> int:
         """How many of the image files at ``paths`` the store holds rows of under the model a run
@@ -336,18 +365,39 @@ class ImageEmbeddings:
     store: EmbeddingStore
     path: Path
     dtype: type
-    rows: dict[str, dict[bytes, np.ndarray]] | None = None
+    stacks: dict[str, list[tuple[np.ndarray, np.ndarray]]] | None = None  # group -> (keys, rows) stacks read
     new: dict[str, dict[bytes, np.ndarray]] = field(default_factory=dict)
+    _by_key: dict[str, dict[bytes, np.ndarray]] = field(default_factory=dict)  # group -> stored rows by key
 
-    def lookup(self, kind: str, keys: np.ndarray) -> tuple[list[np.ndarray | None], np.ndarray]:
-        """Each key's stored row (None where missing), and the indices of the missing keys."""
-        if self.rows is None:
-            self.rows = _rows_by_group(self.store.read(self.path))
-        keys = _as_keys(keys)
-        kind = _group(kind, keys)
-        have = {**self.rows.get(kind, {}), **self.new.get(kind, {})}
-        found = [have.get(key.tobytes()) for key in keys]
-        return found, np.array([i for i, row in enumerate(found) if row is None], np.int64)
+    def lookup(self, kind: str, keys: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """The rows of ``keys`` (``(count, ...)``; those of missing keys are zeros, None when every
+        key is missing), and the indices of the missing keys. Keys asked in the order they were
+        stored (a run's windows, tiles, crops) are one slice of a stored stack, found without
+        a lookup per key."""
+        with stage("store read"):
+            if self.stacks is None:
+                self.stacks = _stacks_by_group(self.store.read(self.path))
+            keys = _as_keys(keys)
+            group = _group(kind, keys)
+            if not self.new.get(group):
+                for stored_keys, rows in self.stacks.get(group, ()):
+                    start = _slice_start(stored_keys, keys)
+                    if start is not None:
+                        return rows[start:start + len(keys)], np.zeros(0, np.int64)
+            if group not in self._by_key:
+                self._by_key[group] = {k.tobytes(): row for keys_, rows in self.stacks.get(group, ())
+                                       for k, row in zip(keys_, rows)}
+            have, added = self._by_key[group], self.new.get(group, {})
+            found = [added.get(key) if key in added else have.get(key) for key in (k.tobytes() for k in keys)]
+            missing = np.array([i for i, row in enumerate(found) if row is None], np.int64)
+            if len(missing) == len(keys):
+                return None, missing
+            first = next(row for row in found if row is not None)
+            out = np.zeros((len(keys), *np.shape(first)), np.asarray(first).dtype)
+            for i, row in enumerate(found):
+                if row is not None:
+                    out[i] = row
+            return out, missing
 
     def add(self, kind: str, keys: np.ndarray, rows: torch.Tensor | np.ndarray) -> None:
         """Remember new rows, to be written by ``flush``: encoder outputs (a tensor) in the store's
@@ -359,9 +409,9 @@ class ImageEmbeddings:
     def array(self, name: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
         """A per-image array that needs no weights but costs time (the region proposals), stored
         whole under ``name``: read back, or computed and added."""
-        stored = self.lookup(name, np.zeros((1, 1)))[0][0]
+        stored, _ = self.lookup(name, np.zeros((1, 1)))
         if stored is not None:
-            return stored
+            return stored[0]
         value = np.asarray(compute())
         self.add(name, np.zeros((1, 1)), value[None])
         return value
@@ -373,8 +423,19 @@ class ImageEmbeddings:
         merged = _rows_by_group(self.store.read(self.path, warn=False))  # warned at lookup
         for kind, rows in self.new.items():
             merged.setdefault(kind, {}).update(rows)
-        self.store.write(self.path, _stacked_by_shape(merged))
-        self.rows, self.new = merged, {}
+        stacked = _stacked_by_shape(merged)
+        self.store.write(self.path, stacked)
+        self.stacks, self.new, self._by_key = _stacks_by_group(stacked), {}, {}
+
+
+def _slice_start(stored: np.ndarray, keys: np.ndarray) -> int | None:
+    """Where ``keys`` lie, in order, as consecutive rows of ``stored`` (None if they do not)."""
+    if len(keys) == 0 or stored.shape[1:] != keys.shape[1:] or len(keys) > len(stored):
+        return None
+    for start in np.flatnonzero((stored == keys[0]).all(1)):
+        if start + len(keys) <= len(stored) and np.array_equal(stored[start:start + len(keys)], keys):
+            return int(start)
+    return None
 
 
 def _write_whole(path: Path, data: bytes | memoryview) -> None:
@@ -407,6 +468,15 @@ def _as_keys(keys: np.ndarray) -> np.ndarray:
 
 def _by_key(keys: np.ndarray, rows: np.ndarray) -> dict[bytes, np.ndarray]:
     return dict(zip((k.tobytes() for k in _as_keys(keys)), rows))
+
+
+def _stacks_by_group(stored: dict[str, tuple[np.ndarray, np.ndarray]]
+                     ) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """A file's stacks (one per group and row shape) listed per group, keys as ``_as_keys`` makes them."""
+    groups: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for name, (keys, rows) in stored.items():
+        groups.setdefault(name.partition("@")[0], []).append((_as_keys(keys), rows))
+    return groups
 
 
 def _rows_by_group(stored: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, dict[bytes, np.ndarray]]:

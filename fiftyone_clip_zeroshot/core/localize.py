@@ -29,6 +29,7 @@ from fiftyone_clip_zeroshot.core.models.model import ClipModel
 from fiftyone_clip_zeroshot.core.models.prompt_templates import resolve_templates
 from fiftyone_clip_zeroshot.core.options import LocalizeOptions, check_prompts
 from fiftyone_clip_zeroshot.core.scoring import PromptScorer
+from fiftyone_clip_zeroshot.core.stopwatch import stage
 
 
 @dataclass
@@ -124,12 +125,13 @@ def _scorer(model: ClipModel, prompts: list[str], opts: LocalizeOptions) -> Prom
 
 def _localize(pixels: torch.Tensor, scorer: PromptScorer, prompts: list[str], opts: LocalizeOptions
               ) -> list[Localization]:
-    heat_hw = heatmap_shape((int(pixels.shape[1]), int(pixels.shape[2])), opts.heatmap_size)
-    scorer = scorer.for_image(pixels)
-    evidence = LOCALIZERS[opts.method](pixels, scorer, opts, heat_hw)
-    detections = detect_objects(pixels, evidence, scorer, prompts, opts)
-    scorer.flush()
-    heat = evidence.heatmap.clamp(0, 1).cpu().numpy().astype(np.float32)
+    with stage("maps and boxes"):  # its own time: the encoder, store and scoring count apart
+        heat_hw = heatmap_shape((int(pixels.shape[1]), int(pixels.shape[2])), opts.heatmap_size)
+        scorer = scorer.for_image(pixels)
+        evidence = LOCALIZERS[opts.method](pixels, scorer, opts, heat_hw)
+        detections = detect_objects(pixels, evidence, scorer, prompts, opts)
+        scorer.flush()
+        heat = evidence.heatmap.clamp(0, 1).cpu().numpy().astype(np.float32)
     return [Localization(prompt, heat[p], *detections[p], evidence.boxes, scorer.counts)
             for p, prompt in enumerate(prompts)]
 

@@ -15,10 +15,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from fiftyone_clip_zeroshot.core.embedding_store import Counts, EmbeddingStore, ImageEmbeddings, pixels_digest
+from fiftyone_clip_zeroshot.core.embedding_store import (
+    Counts,
+    EmbeddingStore,
+    ImageEmbeddings,
+    PixelsNeeded,
+    pixels_digest,
+)
 from fiftyone_clip_zeroshot.core.geometry.boxes import with_context
 from fiftyone_clip_zeroshot.core.geometry.windows import CONTEXT_CROP, crop_bounds, crop_boxes
 from fiftyone_clip_zeroshot.core.models.model import ClipModel
+from fiftyone_clip_zeroshot.core.stopwatch import stage
 
 if TYPE_CHECKING:
     from fiftyone_clip_zeroshot.core.models.batching import SharedEncoder
@@ -53,12 +60,14 @@ class PromptScorer:
         self.store = store
         self.cache: ImageEmbeddings | None = None
         self.counts = Counts()
+        self.stand_in = False  # the image is a stand-in (``embedding_store.stand_in``): no pixels to encode
 
     def for_image(self, pixels: torch.Tensor) -> PromptScorer:
         """This scorer for one image: its crops counted, and looked up in and added to the store."""
         scorer = copy.copy(self)
         scorer.counts = Counts()
         scorer.cache = image_entry(self.store, self.model, pixels)
+        scorer.stand_in = pixels.is_meta
         return scorer
 
     def with_encoder(self, shared: SharedEncoder) -> PromptScorer:
@@ -69,7 +78,8 @@ class PromptScorer:
 
     def __call__(self, embeddings: torch.Tensor) -> torch.Tensor:
         """``(N, D)`` unit embeddings → ``(N, P)`` probabilities in [0, 1]."""
-        return self.family.probabilities(self.logits(embeddings), self.count, dim=1)
+        with stage("scoring"):
+            return self.family.probabilities(self.logits(embeddings), self.count, dim=1)
 
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
         """``(..., D)`` unit embeddings → ``(..., K)`` logits of every text (prompts, then negatives)."""
@@ -94,18 +104,24 @@ class PromptScorer:
 
     def _encode(self, count: int, make_batch: MakeBatch, encode: Callable[[torch.Tensor], torch.Tensor] | None
                 ) -> torch.Tensor:
-        if self.shared is not None:
-            return self.shared.encode(count, make_batch, encode)
-        return self.model.encode_batches(count, make_batch, self.batch_size, encode)
+        if self.stand_in:
+            raise PixelsNeeded(f"{count} crops of this image are not in the embedding store")
+        with stage("encode"):
+            if self.shared is not None:
+                return self.shared.encode(count, make_batch, encode)
+            return self.model.encode_batches(count, make_batch, self.batch_size, encode)
 
     def remember(self, name: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
         """``compute()``, or the image's stored array of that ``name`` (``ImageEmbeddings.array``)."""
+        if self.stand_in:
+            compute = _pixels_needed
         return compute() if self.cache is None else self.cache.array(name, compute)
 
     def flush(self) -> None:
         """Write the image's newly encoded rows to the store (nothing without one)."""
         if self.cache is not None:
-            self.cache.flush()
+            with stage("store write"):
+                self.cache.flush()
 
     def boxes(self, pixels: torch.Tensor, xyxy: np.ndarray, margins: Sequence[float]) -> torch.Tensor:
         """Probabilities ``(N, P)`` of xyxy boxes, averaged over square crops with each margin."""
@@ -113,6 +129,10 @@ class PromptScorer:
             return torch.zeros(0, self.count, device=self.model.device)
         count, make_batch, keys = context_crops(pixels, xyxy, margins, self.model.image_size)
         return self(self.encode(count, make_batch, keys=keys)).view(len(margins), len(xyxy), -1).mean(0)
+
+
+def _pixels_needed() -> np.ndarray:
+    raise PixelsNeeded("a per-image array of this image is not in the embedding store")
 
 
 def image_entry(store: EmbeddingStore | None, model: ClipModel, pixels: torch.Tensor) -> ImageEmbeddings | None:
@@ -130,20 +150,18 @@ def stored_or_encoded(cache: ImageEmbeddings | None, counts: Counts, kind: str, 
     if cache is None:
         counts.computed += count
         return encode(count, make_batch)
-    found, missing = cache.lookup(kind, keys)
+    stored, missing = cache.lookup(kind, keys)
     counts.stored += count - len(missing)
     counts.computed += len(missing)
-    out: torch.Tensor | None = None
-    if len(missing):
-        new = encode(len(missing), lambda index: make_batch(missing[index]))
-        cache.add(kind, np.asarray(keys)[missing], new)
-        out = new.new_empty((count, *new.shape[1:]))
-        out[torch.as_tensor(missing, device=new.device)] = new
-    hits = np.array([i for i, row in enumerate(found) if row is not None], np.int64)
-    if len(hits):
-        stored = torch.from_numpy(np.stack([found[i] for i in hits])).to(device, torch.float32)
-        out = stored.new_empty((count, *stored.shape[1:])) if out is None else out
-        out[torch.as_tensor(hits, device=out.device)] = stored
+    if not len(missing):
+        return torch.from_numpy(stored).to(device, torch.float32)
+    new = encode(len(missing), lambda index: make_batch(missing[index]))
+    cache.add(kind, np.asarray(keys)[missing], new)
+    out = new.new_empty((count, *new.shape[1:]))
+    out[torch.as_tensor(missing, device=new.device)] = new
+    if stored is not None:
+        hits = np.setdiff1d(np.arange(count), missing)
+        out[torch.as_tensor(hits, device=out.device)] = torch.from_numpy(stored[hits]).to(device, torch.float32)
     return out
 
 

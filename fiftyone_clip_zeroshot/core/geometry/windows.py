@@ -8,7 +8,7 @@ grid always ends flush with the right and bottom edges, so every pixel is covere
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,6 +85,17 @@ class WindowGrid:
         """Windows ``index`` (into ``offsets``) gathered from ``resized`` as ``(n, 3, size, size)``."""
         off = torch.as_tensor(self.offsets[index], device=resized.device)
         return gather(resized, off[:, 0], off[:, 1], self.size)
+
+    def cropper(self, image: torch.Tensor) -> Callable[[slice | np.ndarray], torch.Tensor]:
+        """``crops`` of uint8 ``image`` by window index, resizing it on the first call only: a run
+        that reads every window from the embedding store never resizes."""
+        resized: list[torch.Tensor] = []
+
+        def crops(index: slice | np.ndarray) -> torch.Tensor:
+            if not resized:
+                resized.append(self.resize(image))
+            return self.crops(resized[0], index)
+        return crops
 
 
 def window_grids(image_hw: tuple[int, int], scales: Sequence[float], stride: float, size: int) -> list[WindowGrid]:

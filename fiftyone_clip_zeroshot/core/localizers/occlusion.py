@@ -106,17 +106,15 @@ def _occlude(
     count = len(keep)
     all_boxes, all_drops, all_contexts, all_base = [], [], [], []
     for grid in window_grids(tuple(pixels.shape[1:]), opts.context_scales, opts.context_stride, size):
-        resized = grid.resize(pixels)
+        crops = grid.cropper(pixels)
         windows = grid.keys()
-        base = scorer(scorer.encode(len(grid), lambda idx, grid=grid, resized=resized: grid.crops(resized, idx),
-                                    keys=windows))
+        base = scorer(scorer.encode(len(grid), crops, keys=windows))
         active = torch.nonzero(base.max(1).values >= opts.confidence_thresh / 2).flatten().cpu().numpy()
 
-        def occluded(idx: slice | np.ndarray, grid=grid, resized=resized, active=active) -> torch.Tensor:
+        def occluded(idx: slice | np.ndarray, crops=crops, active=active) -> torch.Tensor:
             flat = np.arange(len(active) * count)[idx]
-            crops = grid.crops(resized, active[flat // count])
             mask = keep[flat % count]
-            return crops * mask + fill * (1 - mask)
+            return crops(active[flat // count]) * mask + fill * (1 - mask)
 
         drops = torch.zeros(len(grid), count, base.shape[1], device=base.device)
         if len(active):

@@ -54,9 +54,8 @@ def dense_logits(
     size = max(patch, round(model.image_size * opts.dense_upscale / patch) * patch)
     side = min(image_hw) * opts.dense_tile
     grid = WindowGrid.build(image_hw, side, side * opts.dense_stride, size)
-    resized = grid.resize(pixels)
-    tokens = scorer.encode(len(grid), lambda index: grid.crops(resized, index),
-                           encode=PatchTokens(opts.dense_attention, model), keys=grid.keys())
+    tokens = scorer.encode(len(grid), grid.cropper(pixels), encode=PatchTokens(opts.dense_attention, model),
+                           keys=grid.keys())
     logits = scorer.logits(tokens.flatten(0, 2))
     return coverage_mean(_patch_boxes(grid.boxes, tokens.shape[1]), logits, image_hw, heat_hw)
 

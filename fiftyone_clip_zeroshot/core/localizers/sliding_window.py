@@ -44,8 +44,6 @@ def score_windows(
     """Per scale: window boxes ``(N, 4)`` (numpy, image px) and their probabilities ``(N, P)``."""
     out = []
     for grid in window_grids(tuple(pixels.shape[1:]), scales, stride, scorer.model.image_size):
-        resized = grid.resize(pixels)
-        embeddings = scorer.encode(len(grid), lambda idx, grid=grid, resized=resized: grid.crops(resized, idx),
-                                   keys=grid.keys())
+        embeddings = scorer.encode(len(grid), grid.cropper(pixels), keys=grid.keys())
         out.append((grid.boxes, scorer(embeddings)))
     return out

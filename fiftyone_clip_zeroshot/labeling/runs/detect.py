@@ -18,7 +18,7 @@ from typing import Any
 import fiftyone as fo
 import torch
 
-from fiftyone_clip_zeroshot.core.embedding_store import Counts, open_store, pixels_digest
+from fiftyone_clip_zeroshot.core.embedding_store import Counts, PixelsNeeded, open_store, pixels_digest, stand_in
 from fiftyone_clip_zeroshot.core.localize import Localization, localize_batch
 from fiftyone_clip_zeroshot.core.models.batching import default_image_batch
 from fiftyone_clip_zeroshot.core.models.model import DEFAULT_MODEL, ClipModel
@@ -27,6 +27,7 @@ from fiftyone_clip_zeroshot.core.options import (
     OptionsError,
     check_prompts,
 )
+from fiftyone_clip_zeroshot.core.stopwatch import stage
 from fiftyone_clip_zeroshot.labeling.fo_private import declare_fields
 from fiftyone_clip_zeroshot.labeling.runs import claim_store
 from fiftyone_clip_zeroshot.labeling.runs.claims import check_free, claim_field
@@ -118,6 +119,8 @@ class DetectJob(SampleJob):
             self.options = replace(self.options, confidence_thresh=min(self.thresholds.values()))
         self.image_batch_size = check_image_batch(image_batch_size, self.model)
         self.fields = [*self.field_types]
+        self.read_fields = [*self.heatmap_fields, *self.stale_fields]  # their PNGs are replaced
+        self._store = open_store(self.options.cache)
         self._run: DetectRun | None = None
         self._claim = claim_store.claim_key(dataset_name(samples), label_field)
         self.capped: Counter[str] = Counter()  # prompt -> samples where max_detections cut its boxes
@@ -126,7 +129,6 @@ class DetectJob(SampleJob):
 
     def start(self) -> None:
         self._old_pngs: list[Path] = []
-        self._store = open_store(self.options.cache)
         if self._store is not None:  # for the App's "embedded" count, which loads no model
             self._store.note(f"model:{self.model.name}", {"fingerprint": self.model.fingerprint})
         if self.part_of is None:
@@ -173,17 +175,37 @@ class DetectJob(SampleJob):
         if self.part_of is None or self.part is not None:
             claim_store.beat(self._claim, self.run_id, self.part)
 
+    def image_of(self, path: str) -> torch.Tensor:
+        """A stand-in for an image the store has an entry of (``embedding_store.stand_in``: its file
+        noted by an earlier run and unchanged since; nothing is decoded), else the decoded image."""
+        note = self._store.file_note(path) if self._store is not None else None
+        if note and "hw" in note and self._store.has(self.model.fingerprint, note["digest"]):
+            return stand_in(note["digest"], tuple(note["hw"]))
+        return super().image_of(path)
+
     def labels_batch(self, samples: list[fo.Sample], images: list[torch.Tensor]
                      ) -> list[dict[str, fo.Label | None] | Exception]:
-        """The labels of several samples, their images localized together (``localize_batch``)."""
-        outcomes: list[dict[str, fo.Label | None] | Exception] = []
-        for sample, pixels, results in zip(samples, images, localize_batch(images, self.prompts, self.model,
-                                                                           self.options)):
+        """The labels of several samples, their images localized together (``localize_batch``);
+        a stand-in whose entry lacks a crop is decoded after all, and localized again."""
+        images = list(images)
+        results = localize_batch(images, self.prompts, self.model, self.options)
+        decoded = []
+        for index in (i for i, result in enumerate(results) if isinstance(result, PixelsNeeded)):
             try:
-                if isinstance(results, Exception):
-                    raise results
-                self.crops += results[0].crops
-                outcomes.append(self._labels(sample, pixels, results))
+                images[index] = super().image_of(samples[index].filepath)
+                decoded.append(index)
+            except Exception as error:  # noqa: BLE001 - reported per sample, see skip_failures
+                results[index] = error
+        for index, result in zip(decoded, localize_batch([images[i] for i in decoded], self.prompts, self.model,
+                                                         self.options) if decoded else []):
+            results[index] = result
+        outcomes: list[dict[str, fo.Label | None] | Exception] = []
+        for sample, pixels, result in zip(samples, images, results):
+            try:
+                if isinstance(result, Exception):
+                    raise result
+                self.crops += result[0].crops
+                outcomes.append(self._labels(sample, pixels, result))
             except Exception as error:  # noqa: BLE001 - reported per sample, see skip_failures
                 outcomes.append(error)
         return outcomes
@@ -191,8 +213,8 @@ class DetectJob(SampleJob):
     def _labels(self, sample: fo.Sample, pixels: torch.Tensor, results: list[Localization]
                 ) -> dict[str, fo.Label | None]:
         labels: dict[str, fo.Label | None] = self._stored(sample, pixels, results)
-        if self._store is not None:
-            self._store.note_file(sample.filepath, pixels_digest(pixels))
+        if self._store is not None and not pixels.is_meta:  # a stand-in's note holds already
+            self._store.note_file(sample.filepath, pixels_digest(pixels), tuple(pixels.shape[1:]))
         self.capped.update(result.prompt for result in results if result.over_cap)
         fields = [*self.heatmap_fields, *self.stale_fields]
         self._old_pngs += [path for path in _png_paths(sample, fields, self.previous_field_dir)
@@ -211,9 +233,10 @@ class DetectJob(SampleJob):
             labels[self.candidates_field] = to_candidates(results[0].candidates, (width, height))
         pngs = {field: self.heatmap_dir / f"{sample.id}-{field}.png" for field in self.heatmap_fields}
         try:
-            for (field, png), result in zip(pngs.items(), results):
-                full_at = self.thresholds.get(result.prompt, self.options.confidence_thresh) or 1.0
-                labels[field] = to_heatmap(result.heatmap, png, full_at=full_at)
+            with stage("heatmaps"):
+                for (field, png), result in zip(pngs.items(), results):
+                    full_at = self.thresholds.get(result.prompt, self.options.confidence_thresh) or 1.0
+                    labels[field] = to_heatmap(result.heatmap, png, full_at=full_at)
         except BaseException:
             for png in pngs.values():
                 png.unlink(missing_ok=True)

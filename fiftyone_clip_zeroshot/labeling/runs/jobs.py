@@ -10,7 +10,9 @@ so a failure or interruption never leaves half a result.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,12 +27,14 @@ from pymongo.errors import PyMongoError
 from fiftyone_clip_zeroshot.core.errors import ClipZeroShotError
 from fiftyone_clip_zeroshot.core.geometry.images import load_image
 from fiftyone_clip_zeroshot.core.models.model import ClipModel, load_model
+from fiftyone_clip_zeroshot.core.stopwatch import stage
 from fiftyone_clip_zeroshot.labeling.fo_private import is_generated_view, select_targets
 
 logger = logging.getLogger(__name__)
 
 PREFETCH = 2
-SAVE_EVERY = dict(batching_strategy="latency", batch_size=2.0)  # seconds: a killed run loses at most this much
+FETCH = 64  # samples read from the database in one query (their images are labelled image_batch_size at a time)
+SAVE_EVERY_S = 2.0  # finished labels are written at least this often: a killed run loses at most this much
 
 Progress = bool | Callable[[int, int], None]
 
@@ -64,6 +68,7 @@ class SampleJob:
     model: ClipModel
     skip_failures: bool = True
     image_batch_size: int = 1
+    read_fields: list[str] | None = None  # the fields ``labels`` reads besides id and filepath (None: all)
 
     def __init__(self) -> None:
         self.failures: dict[str, str] = {}
@@ -98,43 +103,59 @@ class SampleJob:
     def finish(self) -> None:
         """Called once after the last sample."""
 
+    def image_of(self, path: str) -> torch.Tensor:
+        """The image at ``path`` as ``labels`` takes it: decoded, on ``device`` (called ahead, in threads)."""
+        with stage("decode"):
+            pixels = load_image(path)
+        if self.device.type == "cuda":
+            return pixels.pin_memory().to(self.device, non_blocking=True)
+        return pixels
+
     def steps(self) -> Iterator[tuple[int, int]]:
         """Process the samples ``image_batch_size`` at a time, yielding ``(done, total)`` after each sample.
 
-        Samples are bound to their images by id: the ids and paths are read once, each chunk's
-        samples are fetched by id just before they are labelled (no cursor stays open while the
-        model works; by id, with the view's filters but not its take/sort/limit stages, which chose
-        the ids: ``select_targets``), and a sample that left the target meanwhile (deleted,
-        labelled by another run, or given another file) is passed over (``passed_over``). So no label can land on
-        another sample, whatever the view's filter.
+        Samples are bound to their images by id: the ids and paths are read once; the samples are
+        read ``FETCH`` at a time by id, just before they are labelled (no cursor stays open while
+        the model works; by id, with the view's filters but not its take/sort/limit stages, which
+        chose the ids: ``select_targets``), with only the ``read_fields``; their labels are written
+        together (``LabelWriter``), and a sample that left the target meanwhile (deleted, labelled
+        by another run, or given another file) is passed over (``passed_over``). So no label can
+        land on another sample, whatever the view's filter.
         """
         self.start()
         done = 0
+        writer = LabelWriter(self)
         try:
-            with ThreadPoolExecutor(PREFETCH) as pool, self.samples.save_context(**SAVE_EVERY) as saver:
-                images = prefetch_images(pool, [path for _, path in self._targets], self.device,
+            with ThreadPoolExecutor(PREFETCH) as pool:
+                images = prefetch_images(pool, [path for _, path in self._targets], self.image_of,
                                          ahead=max(PREFETCH, self.image_batch_size))
-                for start in range(0, len(self._targets), self.image_batch_size):
-                    chunk = [(target, next(images)) for target in self._targets[start:start + self.image_batch_size]]
-                    fetched = {sample.id: sample for sample in select_targets(self.samples,
-                                                                              [i for (i, _), _ in chunk])}
-                    present = [(fetched[i], image) for (i, path), image in chunk
-                               if i in fetched and fetched[i].filepath == path]
-                    for sample, outcome in zip((s for s, _ in present), self._chunk_labels(present)):
-                        if isinstance(outcome, Exception):
-                            self._failed(sample, outcome)
-                        else:
-                            for field, value in outcome.items():
-                                sample[field] = value
-                            saver.save(sample)
-                    self.passed_over += len(chunk) - len(present)
-                    for _ in chunk:
-                        done += 1
-                        yield done, self.total
+                reading = self.samples if self.read_fields is None else self.samples.select_fields(self.read_fields)
+                for block in _blocks(self._targets, max(FETCH, self.image_batch_size)):
+                    with stage("select"):
+                        fetched = {sample.id: sample for sample in select_targets(reading, [i for i, _ in block])}
+                    for chunk in _blocks(block, self.image_batch_size):
+                        loaded = [(target, next(images)) for target in chunk]
+                        present = [(fetched[i], image) for (i, path), image in loaded
+                                   if i in fetched and fetched[i].filepath == path]
+                        self.passed_over += len(chunk) - len(present)
+                        for sample, outcome in zip((s for s, _ in present), self._chunk_labels(present)):
+                            if isinstance(outcome, Exception):
+                                self._failed(sample, outcome)
+                            else:
+                                writer.add(sample, outcome)
+                        writer.write_if_due()
+                        for _ in chunk:
+                            done += 1
+                            yield done, self.total
+                writer.write()
         except PyMongoError as error:
             raise DatabaseError(
                 f"lost the database after {done} of {self.total} samples ({type(error).__name__}: {error}); the "
                 "samples saved before are kept: once it is back, rerun with skip_existing=True") from error
+        except BaseException:  # a failure (skip_failures=False) or an interruption: keep what finished before it
+            with contextlib.suppress(PyMongoError):
+                writer.write()
+            raise
         self.finish()
         if self.failures:
             logger.warning("%d of %d samples failed; see job.failures", len(self.failures), self.total)
@@ -179,15 +200,49 @@ def run_job(job: SampleJob, progress: Progress) -> None:
             print(f"  {sample_id}: {message}")
 
 
-def prefetch_images(pool: ThreadPoolExecutor, paths: list[str], device: torch.device,
-                    ahead: int = PREFETCH) -> Iterator[Future]:
-    """Decode images ``ahead`` of the consumer, moving uint8 pixels to ``device``."""
-    def load(path: str) -> torch.Tensor:
-        pixels = load_image(path)
-        if device.type == "cuda":
-            return pixels.pin_memory().to(device, non_blocking=True)
-        return pixels
+class LabelWriter:
+    """The labels of finished samples, written in one bulk update at least every ``SAVE_EVERY_S``
+    seconds. Just before, one query finds which of them are still in the target with the same
+    file; the others are passed over. Each sample's fields are set in one update, so a failure
+    never leaves half a result."""
 
+    def __init__(self, job: SampleJob):
+        self.job = job
+        self.pending: list[tuple[fo.Sample, dict[str, Any]]] = []
+        self.since = time.monotonic()
+
+    def add(self, sample: fo.Sample, labels: dict[str, Any]) -> None:
+        self.pending.append((sample, labels))
+
+    def write_if_due(self) -> None:
+        if time.monotonic() - self.since >= SAVE_EVERY_S:
+            self.write()
+
+    def write(self) -> None:
+        pending, self.pending, self.since = self.pending, [], time.monotonic()
+        if not pending:
+            return
+        with stage("select"):
+            still = dict(zip(*select_targets(self.job.samples, [s.id for s, _ in pending]).values(["id", "filepath"])))
+        with stage("db write"), self.job.samples.save_context(batching_strategy="static",
+                                                              batch_size=len(pending)) as saver:
+            for sample, labels in pending:
+                if still.get(sample.id) != sample.filepath:
+                    self.job.passed_over += 1
+                    continue
+                for field, value in labels.items():
+                    sample[field] = value
+                saver.save(sample)
+
+
+def _blocks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def prefetch_images(pool: ThreadPoolExecutor, paths: list[str], load: Callable[[str], torch.Tensor],
+                    ahead: int = PREFETCH) -> Iterator[Future]:
+    """``load`` the images at ``paths`` ``ahead`` of the consumer, in ``pool``'s threads."""
     queue: deque[Future] = deque()
     for path in paths:
         queue.append(pool.submit(load, path))
