@@ -1,5 +1,7 @@
 """The App panel: its library functions directly, then its handlers through FiftyOne's executor."""
 
+import os
+
 import fiftyone as fo
 import fiftyone.operators as foo
 import pytest
@@ -7,6 +9,8 @@ from fiftyone.operators.executor import ExecutionError
 
 import fiftyone_clip_zeroshot as fz
 from fiftyone_clip_zeroshot.app.panel import raised_message, samples_text
+from fiftyone_clip_zeroshot.app.runner import runs_inline
+from fiftyone_clip_zeroshot.core.embedding_store import open_store
 from fiftyone_clip_zeroshot.labeling.curation.curate import REVIEW_TAG
 from fiftyone_clip_zeroshot.labeling.curation.decisions import reviewed_labels
 from fiftyone_clip_zeroshot.labeling.runs.records import DetectRun, plugin_fields
@@ -142,6 +146,28 @@ def test_large_targets_are_delegated(plugin_dir, tmp_root):
     run = _requested_run(_call(dataset, "on_run", state))
     assert run["params"]["delegate"] is True and run["params"]["view_target"] == "DATASET"
     dataset.delete()
+
+
+def test_a_thousand_samples_the_store_has_seen_run_inline(plugin_dir, tmp_root):
+    """Past ``DELEGATE_ABOVE`` samples, a target whose every image is embedded runs inline while its
+    warm run is estimated short (``runs_inline``): 1,000 seen samples (one image, linked 1,000 times)."""
+    seen = load_shapes_dataset("panel-seen", 1, tmp_root / "images" / "panel-seen", seed=5, width=64, height=48)
+    first = seen.first().filepath
+    fz.detect(seen, ["red star"], model="shapes-world", method="proposals", label_field="cold", progress=False)
+    folder = tmp_root / "images" / "panel-seen" / "links"
+    folder.mkdir()
+    links = [folder / f"{index:04d}.jpg" for index in range(999)]
+    for link in links:
+        os.link(first, link)
+    seen.add_samples([fo.Sample(filepath=str(link)) for link in links], progress=False)
+    store = open_store(True)
+    for link in links:
+        store.note_file(str(link), store.file_digest(first), (48, 64))
+    state = dict(prompts="red star", model="shapes-world", method="proposals", target="DATASET", label_field="warm")
+    assert _requested_run(_call(seen, "on_run", state))["params"]["delegate"] is False
+    assert not runs_inline(seen, "shapes-world", "occlusion")  # its crops follow the prompts
+    assert not runs_inline(seen, "shapes-alt-text", "proposals")  # not embedded under this model
+    seen.delete()
 
 
 def test_review_section_accepts_rejects_relabels_undoes_calibrates_and_promotes(labelled, plugin_dir):

@@ -16,13 +16,13 @@ import fiftyone.operators.types as types
 
 from fiftyone_clip_zeroshot.app.review import ReviewSection
 from fiftyone_clip_zeroshot.app.runner import (
-    DELEGATE_ABOVE,
     EMBED_ALL_HELP,
     EMBED_ALL_LABEL,
     NO_TEMPLATES,
     PANEL_STATUS,
     TEMPLATES_HELP,
     TEMPLATES_LABEL,
+    runs_inline,
     templates_param,
     templates_view,
 )
@@ -96,22 +96,24 @@ class ClipZeroShotPanel(ReviewSection, foo.Panel):
 
     def on_run(self, ctx) -> None:
         """Start the detect operator on the target: immediately, its progress in the status line,
-        or delegated above ``DELEGATE_ABOVE`` samples."""
+        or delegated above ``DELEGATE_ABOVE`` samples unless every image is embedded and the warm
+        run is short (``runs_inline``)."""
         state = ctx.panel.state
         try:
             prompts = check_prompts(parse_prompts(state.get("prompts")))
         except OptionsError as error:
             state.set(PANEL_STATUS, f"Not run: {error}")
             return
-        count = len(_target_view(ctx))
-        params = dict(prompts=", ".join(prompts), method=state.get("method") or METHODS[0],
-                      model=state.get("model") or form_default_model(),
+        target = _target_view(ctx)
+        count = len(target)
+        method, model = state.get("method") or METHODS[0], state.get("model") or form_default_model()
+        params = dict(prompts=", ".join(prompts), method=method, model=model,
                       label_field=state.get("label_field") or unused_field_name(ctx.dataset),
                       confidence_thresh=state.get("threshold"), view_target=state.get("target"),
                       calibrated_from=state.get("inspect_field") if state.get("use_calibrated") else None,
                       embed_all_candidates=bool(state.get("embed_all_candidates")),
                       prompt_templates=templates_param(state.get("prompt_templates")),
-                      delegate=count > DELEGATE_ABOVE, panel_id=ctx.panel_id)
+                      delegate=not runs_inline(target, model, method), panel_id=ctx.panel_id)
         ctx.prompt(DETECT_URI, params=params, on_success=self.on_run_done, on_error=self.on_run_failed,
                    skip_prompt=True)
         state.set(PANEL_STATUS, f"Scheduling a delegated run over {samples_text(count)}…" if params["delegate"]

@@ -10,11 +10,16 @@ import fiftyone as fo
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
+from fiftyone_clip_zeroshot.core.embedding_store import open_store
 from fiftyone_clip_zeroshot.core.models.model import ModelLoadError
 from fiftyone_clip_zeroshot.core.models.prompt_templates import available_template_sets
 from fiftyone_clip_zeroshot.labeling.runs.jobs import SampleJob
 
-DELEGATE_ABOVE = 25  # samples; larger targets default to delegated execution
+DELEGATE_ABOVE = 25  # samples; larger targets default to delegated execution, unless a warm run is short:
+WARM_MS = {"sliding_window": 40, "proposals": 25, "dense": 30}  # ms per image of a run of new prompts whose
+# crops all come from the store: benchmarks/reprompt.py on the 2-core CPU with a margin (docs/speed.md);
+# occlusion's occluded crops follow the prompts
+INLINE_WARM_S = 60  # an embedded target runs inline while its warm run is estimated shorter than this
 USER_ERRORS = (ValueError, ModelLoadError)  # OptionsError, LabelingError and bad templates are ValueErrors
 PANEL_STATUS = "status"  # the panel state key a run started from a panel reports its progress to
 EMBED_ALL_LABEL = "Embed every candidate"  # the detect form's and the panel's embed_all_candidates
@@ -68,10 +73,11 @@ class JobOperator(foo.Operator):
         return self._run_immediately(ctx, job)
 
     def _run_immediately(self, ctx, job: SampleJob):
-        deadline = time.monotonic() + 0.8 * fo.config.operator_timeout
+        started = time.monotonic()
+        deadline = started + 0.8 * fo.config.operator_timeout
         done = 0
         for done, total in job.steps():
-            yield from _progress(ctx, done, total)
+            yield from _progress(ctx, done, total, done / max(time.monotonic() - started, 1e-9))
             if time.monotonic() > deadline and done < total:
                 yield ctx.ops.reload_dataset()
                 raise TimeoutError(
@@ -106,16 +112,29 @@ class JobOperator(foo.Operator):
         return types.Property(outputs)
 
 
+def runs_inline(samples: fo.core.collections.SampleCollection, model: str, method: str) -> bool:
+    """Whether a detect run on ``samples`` runs inline: up to ``DELEGATE_ABOVE`` samples, or more
+    when the store holds every image under ``model`` (a run of new prompts reads their crops back)
+    and the warm run is estimated under ``INLINE_WARM_S`` (``WARM_MS``)."""
+    count = len(samples)
+    if count <= DELEGATE_ABOVE:
+        return True
+    if count * WARM_MS.get(method, float("inf")) / 1000 > INLINE_WARM_S:
+        return False
+    return open_store(True).embedded(samples.values("filepath"), model) == count
+
+
 def job_config(name: str, label: str, description: str) -> foo.OperatorConfig:
     """The configuration every run operator shares: a generator, immediate or delegated."""
     return foo.OperatorConfig(name=name, label=label, description=description, dynamic=False,
                               execute_as_generator=True, allow_immediate_execution=True, allow_delegated_execution=True)
 
 
-def _progress(ctx, done: int, total: int):
+def _progress(ctx, done: int, total: int, rate: float):
     """The panel's status line when a panel started the run, else the App's progress dialog (a
-    dialog that stays open until its Done is pressed, so never over a panel that says it all)."""
-    label = f"{done}/{total} samples"
+    dialog that stays open until its Done is pressed, so never over a panel that says it all);
+    ``rate``: samples per second so far."""
+    label = f"{done}/{total} samples ({rate:.1f} images/s)"
     if ctx.panel_id:
         yield ctx.ops.patch_panel_state({PANEL_STATUS: f"Running: {label} done…"})
     else:
