@@ -3,6 +3,8 @@ resumes a view's iteration with ``skip(index)``, which goes wrong on a view whos
 run changes (``skip_existing``). Here the cursor dies for real (the error MongoDB raises, raised
 inside FiftyOne's own iteration) and every label must equal a clean run's on the same image."""
 
+import os
+
 import fiftyone as fo
 import fiftyone.core.dataset as fod
 import fiftyone.core.view as fov
@@ -174,3 +176,29 @@ def test_a_view_of_other_samples_is_never_confused_for_the_dataset(scenes):
     fz.detect(view, PROMPTS, label_field="part", progress=False, **RUN)
     assert scenes.exists("part").values("id") == view.values("id")
     assert _boxes(view, "part") == _boxes(view, "reference")
+
+
+def test_a_sample_that_leaves_the_target_keeps_its_maps_and_leaves_no_new_one(scenes, monkeypatch):
+    """Labels are written together (``LabelWriter``): a sample that left the view's filter after it
+    was labelled, before the write, keeps its earlier labels and their PNG maps, and the maps made
+    for it are deleted, not left behind."""
+    monkeypatch.setattr(jobs, "SAVE_EVERY_S", 1000)  # one write, at the end of the run
+    copy = scenes.clone("binding-maps")
+    maps = dict(RUN, heatmaps=True, heatmap_size=96)  # 96 x 72 cells: PNGs
+    fz.detect(copy, PROMPTS, label_field="clip", progress=False, **maps)
+    field = "clip_heatmap_red_circle"
+    copy.tag_samples("go")
+    late = copy.values("id")[-1]
+    before = copy[late][field].map_path
+
+    def untag(done, total):
+        if done == 1:
+            copy.select(late).untag_samples("go")
+
+    fz.detect(copy.match_tags("go"), PROMPTS, label_field="clip", progress=untag, **maps)
+    kept = copy[late][field].map_path
+    assert kept == before and os.path.exists(kept)  # its earlier map, still on disk
+    run_dir = os.path.dirname(copy[copy.values("id")[0]][field].map_path)
+    assert run_dir != os.path.dirname(before)
+    assert not [name for name in os.listdir(run_dir) if name.startswith(late)]  # no map of it in the new run
+    copy.delete()

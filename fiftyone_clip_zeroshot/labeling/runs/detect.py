@@ -128,7 +128,8 @@ class DetectJob(SampleJob):
         super().__init__()
 
     def start(self) -> None:
-        self._old_pngs: list[Path] = []
+        self._old_pngs: list[Path] = []  # maps that saved labels replaced: deleted at the end of the run
+        self._replaced: dict[str, list[Path]] = {}  # sample id -> the maps its pending labels replace
         if self._store is not None:  # for the App's "embedded" count, which loads no model
             self._store.note(f"model:{self.model.name}", {"fingerprint": self.model.fingerprint})
         if self.part_of is None:
@@ -217,10 +218,23 @@ class DetectJob(SampleJob):
             self._store.note_file(sample.filepath, pixels_digest(pixels), tuple(pixels.shape[1:]))
         self.capped.update(result.prompt for result in results if result.over_cap)
         fields = [*self.heatmap_fields, *self.stale_fields]
-        self._old_pngs += [path for path in _png_paths(sample, fields, self.previous_field_dir)
-                           if path.parent != self.heatmap_dir]  # a rerun shard rewrites its own maps in place
+        self._replaced[sample.id] = [path for path in _png_paths(sample, fields, self.previous_field_dir)
+                                     if path.parent != self.heatmap_dir]  # a rerun shard rewrites its own maps
         labels.update({field: None for field in self.stale_fields if sample.has_field(field)})
         return labels
+
+    def written(self, sample: fo.Sample, labels: dict[str, Any]) -> None:
+        """The maps the sample's new labels replaced go at the end of the run."""
+        self._old_pngs += self._replaced.pop(sample.id, [])
+
+    def dropped(self, sample: fo.Sample, labels: dict[str, Any]) -> None:
+        """A sample that left the target keeps its old maps; the new ones it never got go."""
+        self._replaced.pop(sample.id, None)
+        kept = {Path(path) for path in _png_paths(sample, self.heatmap_fields, self.heatmap_dir.parent)}
+        for label in labels.values():
+            if isinstance(label, fo.Heatmap) and label.map_path and Path(label.map_path).parent == self.heatmap_dir:
+                if Path(label.map_path) not in kept:  # (a rerun shard rewrote its own map in place)
+                    Path(label.map_path).unlink(missing_ok=True)
 
     def _stored(self, sample: fo.Sample, pixels: torch.Tensor, results: list[Localization]) -> dict[str, fo.Label]:
         """All labels of one sample from its localizations, or an error and no PNG left behind."""

@@ -103,6 +103,12 @@ class SampleJob:
     def finish(self) -> None:
         """Called once after the last sample."""
 
+    def written(self, sample: fo.Sample, labels: dict[str, Any]) -> None:
+        """Called once ``labels`` are saved on ``sample``."""
+
+    def dropped(self, sample: fo.Sample, labels: dict[str, Any]) -> None:
+        """Called instead of ``written`` when ``sample`` left the target before its labels were saved."""
+
     def image_of(self, path: str) -> torch.Tensor:
         """The image at ``path`` as ``labels`` takes it: decoded, on ``device`` (called ahead, in threads)."""
         with stage("decode"):
@@ -224,15 +230,20 @@ class LabelWriter:
             return
         with stage("select"):
             still = dict(zip(*select_targets(self.job.samples, [s.id for s, _ in pending]).values(["id", "filepath"])))
+        kept = []
         with stage("db write"), self.job.samples.save_context(batching_strategy="static",
                                                               batch_size=len(pending)) as saver:
             for sample, labels in pending:
                 if still.get(sample.id) != sample.filepath:
                     self.job.passed_over += 1
+                    self.job.dropped(sample, labels)
                     continue
                 for field, value in labels.items():
                     sample[field] = value
                 saver.save(sample)
+                kept.append((sample, labels))
+        for sample, labels in kept:
+            self.job.written(sample, labels)
 
 
 def _blocks(items: list, size: int) -> Iterator[list]:
