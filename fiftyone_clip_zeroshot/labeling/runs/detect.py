@@ -217,8 +217,7 @@ class DetectJob(SampleJob):
         if self._store is not None and not pixels.is_meta:  # a stand-in's note holds already
             self._store.note_file(sample.filepath, pixels_digest(pixels), tuple(pixels.shape[1:]))
         self.capped.update(result.prompt for result in results if result.over_cap)
-        fields = [*self.heatmap_fields, *self.stale_fields]
-        self._replaced[sample.id] = [path for path in _png_paths(sample, fields, self.previous_field_dir)
+        self._replaced[sample.id] = [path for path in _png_paths(sample, self.read_fields, self.previous_field_dir)
                                      if path.parent != self.heatmap_dir]  # a rerun shard rewrites its own maps
         labels.update({field: None for field in self.stale_fields if sample.has_field(field)})
         return labels
