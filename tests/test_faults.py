@@ -289,6 +289,15 @@ def test_ctrl_c_keeps_finished_samples_and_writes_nothing_partial(shapes_model, 
         fz.detect(dataset, PROMPTS, model=shapes_model, label_field="clip", heatmap_size=96, progress=interrupt, **FAST)
     fields = ["clip", "clip_heatmap_red_circle", "clip_heatmap_blue_square"]
     assert 2 <= _assert_whole_or_absent(dataset, fields) <= 3
+    assert _maps_on_disk(dataset, "clip") == _maps_held(dataset, fields[1:])  # no map of an unsaved sample
+
+
+def _maps_on_disk(dataset: fo.Dataset, label_field: str) -> set[Path]:
+    return {p for p in Path(DetectRun.load(dataset, label_field).heatmap_dir).glob("*.png") if p.is_file()}
+
+
+def _maps_held(dataset: fo.Dataset, fields: list[str]) -> set[Path]:
+    return {Path(path) for field in fields for path in dataset.values(f"{field}.map_path") if path}
 
 
 @pytest.mark.slow  # a subprocess killed mid-run
@@ -330,6 +339,7 @@ def test_heatmap_png_that_cannot_be_written_fails_that_sample_only(shapes_model,
     fields = ["clip", "clip_heatmap_red_circle", "clip_heatmap_blue_square"]
     assert _assert_whole_or_absent(dataset, fields) == 2 and dataset.first()["clip"] is None
     assert not (job.heatmap_dir / f"{blocked.id}-clip_heatmap_red_circle.png").exists()  # its first map went too
+    assert _maps_on_disk(dataset, "clip") == _maps_held(dataset, fields[1:])
 
 
 def test_a_second_run_on_a_field_being_written_is_refused_naming_the_first(shapes_model, tmp_path):

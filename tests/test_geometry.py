@@ -7,8 +7,11 @@ import torch
 from fiftyone_clip_zeroshot.core.geometry.boxes import make_detections, with_context
 from fiftyone_clip_zeroshot.core.geometry.windows import (
     WindowGrid,
+    box_support,
+    coverage_cells,
     coverage_mean,
     crop_boxes,
+    mean_of_cells,
     positions,
     resize,
     window_centres,
@@ -73,6 +76,26 @@ def test_coverage_mean_matches_brute_force():
         total[:, y1:y2, x1:x2] += v[:, None, None]
         count[y1:y2, x1:x2] += 1
     assert np.allclose(heat, total / np.maximum(count, 1), atol=1e-5)
+
+
+def test_maps_on_the_grid_of_box_edges_equal_maps_on_every_cell():
+    rng = np.random.default_rng(1)
+    maps, cells = [], []
+    for count in (3, 30, 200):  # few edges (large runs of equal cells) to many
+        corner = rng.uniform(-5, 60, (count, 2))
+        boxes = np.c_[corner, corner + rng.uniform(0, 30, (count, 2))]
+        values = torch.rand(count, 3)
+        cells.append(coverage_cells(boxes, values, (60, 80), (45, 61)))
+        maps.append(coverage_mean(boxes, values, (60, 80), (45, 61)))
+        assert torch.equal(cells[-1][0][:, cells[-1][1][:, None], cells[-1][2]], maps[-1])  # the CUDA path's indexing
+    assert torch.equal(mean_of_cells(cells), torch.stack(maps).mean(0))  # to the last bit: the same cells, averaged
+
+
+def test_box_support_is_the_maximum_inside_each_box():
+    heat = torch.rand(2, 30, 40)
+    boxes = np.array([[0, 0, 80, 60], [10.2, 20.7, 30.1, 21.0], [79, 59, 80, 60]])
+    expected = [heat[:, 0:30, 0:40], heat[:, 10:11, 5:16], heat[:, 29:30, 39:40]]
+    assert torch.equal(box_support(heat, boxes, (60, 80)), torch.stack([cells.amax((1, 2)) for cells in expected]))
 
 
 def test_context_boxes_are_squares_inside_the_image_that_contain_the_box():

@@ -42,25 +42,28 @@ def read(pixels: torch.Tensor, scorer: PromptScorer, opts: LocalizeOptions, heat
     image_hw = (int(pixels.shape[1]), int(pixels.shape[2]))
     boxes = scorer.remember(proposals_key(opts), lambda: candidate_boxes(pixels, opts))
     margins = opts.verify_margins or (0.1,)
+    every = None  # with embed_all_candidates: every box's probabilities, its crops now in the store
     if opts.embed_all_candidates and scorer.cache is not None:
-        scorer.boxes(pixels, boxes, margins)  # into the store; what follows reads its picks back from there
+        every = scorer.boxes(pixels, boxes, margins)
+    values = None
     if support is not None:
         values = box_support(support, boxes, image_hw).float()
         read = supported(values.cpu().numpy(), image_hw, opts)
+        ranks = values
     elif len(boxes) > candidate_cap(image_hw, opts):
-        values = box_mean(rank_map(pixels, scorer, opts, heat_hw), boxes, image_hw)
-        read = supported(values.cpu().numpy(), image_hw, opts, gate=False)
+        ranks = box_mean(rank_map(pixels, scorer, opts, heat_hw), boxes, image_hw)
+        read = supported(ranks.cpu().numpy(), image_hw, opts, gate=False)
     else:
-        probs = scorer.boxes(pixels, boxes, margins)
+        probs = scorer.boxes(pixels, boxes, margins) if every is None else every
         return Evidence(coverage_mean(window_centres(boxes), probs, image_hw, heat_hw), boxes,
                         probs if opts.verify_margins else None)
-    index = torch.as_tensor(read, device=values.device)
-    probs = torch.zeros_like(values)
-    probs[index] = scorer.boxes(pixels, boxes[read], margins).float()
-    stand_in = values.clone()
+    index = torch.as_tensor(read, device=ranks.device)
+    probs = torch.zeros_like(ranks)
+    probs[index] = (scorer.boxes(pixels, boxes[read], margins) if every is None else every[index]).float()
+    stand_in = ranks.clone()
     stand_in[index] = probs[index]
     heat = coverage_mean(window_centres(boxes), stand_in, image_hw, heat_hw)
-    return Evidence(heat, boxes, probs if opts.verify_margins else None)
+    return Evidence(heat, boxes, probs if opts.verify_margins else None, box_support=values)
 
 
 def rank_map(
@@ -95,4 +98,4 @@ def sharpen(heatmap: torch.Tensor, support: torch.Tensor, proposed: Evidence) ->
     off-centre, or a part of it, light up around it on a model that names parts like wholes; a
     segment's crop does not, so the product peaks on the object."""
     agreed = torch.sqrt(heatmap.clamp(min=0) * proposed.heatmap.clamp(min=0))
-    return Evidence(agreed, proposed.boxes, proposed.probs, support_map=support)
+    return Evidence(agreed, proposed.boxes, proposed.probs, support_map=support, box_support=proposed.box_support)

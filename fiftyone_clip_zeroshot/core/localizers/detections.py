@@ -37,7 +37,10 @@ def detect_objects(
     boxes = evidence.boxes
     if len(boxes) == 0:
         return [(make_detections(np.zeros((0, 4)), np.zeros(0), p, prompt), 0) for p, prompt in enumerate(prompts)]
-    support = box_support(evidence.support, boxes, tuple(pixels.shape[1:])).clamp(0, 1).cpu().numpy()
+    support = evidence.box_support
+    if support is None:
+        support = box_support(evidence.support, boxes, tuple(pixels.shape[1:]))
+    support = support.clamp(0, 1).cpu().numpy()
     if opts.verify_margins:
         probs = evidence.probs if evidence.probs is not None else scorer.boxes(pixels, boxes, opts.verify_margins)
         confidence = probs.cpu().numpy() * (support >= SUPPORT_GATE * opts.confidence_thresh)

@@ -19,13 +19,15 @@ class Evidence:
     proposals, or the localizer's own boxes with ``proposals=False``); ``probs``: their ``(N, P)``
     crop probabilities at ``opts.verify_margins``, where the localizer already has them;
     ``support_map``: a probability-scale ``(P, h, w)`` map that gates which prompt a box may take
-    (default: the heatmap).
+    (default: the heatmap); ``box_support``: the support map's maximum in each box ``(N, P)``
+    (``box_support``), where the localizer already has it.
     """
 
     heatmap: torch.Tensor
     boxes: np.ndarray
     probs: torch.Tensor | None = None
     support_map: torch.Tensor | None = None
+    box_support: torch.Tensor | None = None
 
     @property
     def support(self) -> torch.Tensor:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from fiftyone_clip_zeroshot.core.geometry.boxes import fuse_windows
-from fiftyone_clip_zeroshot.core.geometry.windows import coverage_mean, window_centres, window_grids
+from fiftyone_clip_zeroshot.core.geometry.windows import coverage_cells, mean_of_cells, window_centres, window_grids
 from fiftyone_clip_zeroshot.core.localizers import candidates
 from fiftyone_clip_zeroshot.core.localizers.evidence import Evidence
 
@@ -30,7 +30,7 @@ SUMMARY = "Score windows at several scales; the windows decide which prompt a bo
 def localize(pixels: torch.Tensor, scorer: PromptScorer, opts: LocalizeOptions, heat_hw: tuple[int, int]) -> Evidence:
     image_hw = (int(pixels.shape[1]), int(pixels.shape[2]))
     scales = score_windows(pixels, scorer, opts.window_scales, opts.window_stride)
-    heat = torch.stack([coverage_mean(window_centres(b), p, image_hw, heat_hw) for b, p in scales]).mean(0)
+    heat = mean_of_cells([coverage_cells(window_centres(b), p, image_hw, heat_hw) for b, p in scales])
     if opts.proposals:
         return candidates.sharpen(heat, heat, candidates.read(pixels, scorer, opts, heat_hw, heat))
     boxes, probs = np.concatenate([b for b, _ in scales]), torch.cat([p for _, p in scales]).cpu().numpy()
