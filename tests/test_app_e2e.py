@@ -32,6 +32,7 @@ PROMPTS = ["yellow circle", "purple circle"]
 TYPED = "yellow circle, purple circle"  # what a person types; the run must record exactly PROMPTS
 SELECT = (0, 2)  # grid positions clicked
 SEARCHED = "yellow cross"  # three of them in the six scenes
+OTHER_CLASSES = ["yellow circle", "purple circle", "red star", "blue square"]  # rivals in the panel's re-ranking
 TIMEOUT_MS = 120_000
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -397,8 +398,34 @@ def test_text_search_over_indexed_candidates_in_the_app(app, page, zoo_source):
     assert _wait_for(lambda: "stages.Select" in str(session.view._serialize()), 60), "the results were not shown"
     page.wait_for_timeout(3000)  # the grid redraws in the new order
     _docs_shot(page, "search.png", "app-search.jpg")
-    first = session.view.limit(3)
+    assert _precision(dataset, session.view.limit(3)) >= 2 / 3
+
+
+def _precision(dataset, patches) -> float:
+    """The share of ``patches`` (of the candidates field) that frame a ground-truth ``SEARCHED`` by IoU >= 0.5."""
     hits = [bool(truth) and compute_ious([patch.candidates], truth).max() >= 0.5
-            for patch in first
+            for patch in patches
             for truth in [[d for d in dataset[patch.sample_id].ground_truth.detections if d.label == SEARCHED]]]
-    assert sum(hits) >= 2, f"{sum(hits)} of the first 3 patches show a {SEARCHED}"
+    return sum(hits) / max(1, len(hits))
+
+
+def test_find_objects_in_the_panel_shows_fz_search_order(app, page, zoo_source):
+    """The panel's Find objects box over the same index: the grid shows exactly ``fz.search``'s patches,
+    best first (so its precision is fz.search's, which the App's cosine search box does not reach)."""
+    dataset, url, session = app
+    fz.propose(dataset, progress=False)
+    fz.index_objects(dataset, brain_key="objects", model="shapes-world", progress=False)
+    page.goto(url)
+    _dismiss_banner(page)
+    _open_panel(page, session, page.get_by_text("Find objects", exact=True).first)
+    page.locator("textarea:not([aria-hidden])").first.fill(", ".join(OTHER_CLASSES))  # the Run section's prompts
+    found = page.locator('xpath=//p[normalize-space()="What to find"]/following::input[1]')  # the panel's labels
+    found.fill(f"a photo of a {SEARCHED}")
+    found.press("Tab")
+    _click(page, page.get_by_role("button", name="Find", exact=True))
+    page.get_by_text(re.compile(r"^\d+ patches for a photo of a " + SEARCHED)).wait_for()
+    expected = fz.search(dataset, f"a photo of a {SEARCHED}", k=10, brain_key="objects", prompts=OTHER_CLASSES)
+    assert _wait_for(lambda: session.view is not None and session.view.values("id") == expected.values("id"), 60)
+    page.wait_for_timeout(3000)  # the grid redraws in the new order
+    _docs_shot(page, "find-objects.png", "app-find-objects.jpg")
+    assert _precision(dataset, session.view.limit(3)) >= 2 / 3

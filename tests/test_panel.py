@@ -263,5 +263,24 @@ def test_an_unknown_model_is_named_in_the_panels_status(labelled, plugin_dir):
     assert raised_message(None) == "unknown error" and raised_message("just a line") == "just a line"
 
 
+def test_find_objects_shows_the_patches_fz_search_finds(plugin_dir, zoo_source, tmp_root):
+    """Without an index the section says how to build one; with one, Find shows ``fz.search``'s view,
+    re-ranked against the Run section's other prompts."""
+    dataset = load_shapes_dataset("panel-find", 4, tmp_root / "images" / "panel-find", seed=3, width=320, height=240)
+    state = dict(prompts="yellow circle, purple circle, red star", find_prompt="yellow circle", find_k=3)
+    assert "no object index" in _state_after(_call(dataset, "on_find", state))["find_status"]
+    fz.propose(dataset, progress=False)
+    fz.index_objects(dataset, brain_key="objects", model="shapes-world", progress=False)
+    result = _call(dataset, "on_find", state)
+    shown = [r["params"]["view"] for r in result.to_json()["executor"]["requests"] if r["operator_uri"] == "set_view"]
+    expected = fz.search(dataset, "yellow circle", k=3, brain_key="objects", prompts=["purple circle", "red star"])
+    assert len(shown) == 1 and fo.DatasetView._build(dataset, shown[0]).values("id") == expected.values("id")
+    assert _state_after(result)["find_status"] == ("3 patches for `yellow circle`, best first (index `objects`, "
+                                                   "re-ranked against the 2 prompts of the Run section).")
+    missing = _call(dataset, "on_find", dict(state, find_index="gone", find_prompt=""))  # a deleted index: the first
+    assert _state_after(missing)["find_status"].startswith("Type what to find first")
+    dataset.delete()
+
+
 def test_sample_counts_read_as_english():
     assert [samples_text(n) for n in (0, 1, 2)] == ["0 samples", "1 sample", "2 samples"]

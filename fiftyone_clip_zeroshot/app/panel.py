@@ -1,5 +1,5 @@
 """The "CLIP zero-shot" App panel: prompt and run, inspect the results, filter, show heatmaps, tag,
-and review the labels (``app.review``).
+review the labels (``app.review``), and find objects by text in an object index (``app.find``).
 
 A Python panel (no JavaScript build). Its handlers only wire the App to the library: a run is
 the detect operator (``app.runner`` runs it, immediately with progress or delegated),
@@ -14,6 +14,7 @@ import fiftyone as fo
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
+from fiftyone_clip_zeroshot.app.find import FindSection
 from fiftyone_clip_zeroshot.app.review import ReviewSection
 from fiftyone_clip_zeroshot.app.runner import (
     EMBED_ALL_HELP,
@@ -54,7 +55,7 @@ EMBEDDED_COUNT_MAX = 2000  # the Run section counts the target's embedded sample
 NO_RUNS = "No detections of this plugin in the selected field yet: run detection above, or pick a field."
 
 
-class ClipZeroShotPanel(ReviewSection, foo.Panel):
+class ClipZeroShotPanel(ReviewSection, FindSection, foo.Panel):
     """Prompt, run, inspect and act on CLIP zero-shot detections beside the samples grid."""
 
     @property
@@ -257,6 +258,7 @@ class ClipZeroShotPanel(ReviewSection, foo.Panel):
         panel.btn("tag", label=f"Tag labels below {slider:.2f} '{REVIEW_TAG}'", on_click=self.on_tag)
         panel.btn("clear", label="Clear filter", on_click=self.on_clear)
         self.render_review(ctx, panel)
+        self.render_find(ctx, panel)
         return types.Property(panel, view=types.GridView(orientation="vertical", gap=1, padding=2))
 
 

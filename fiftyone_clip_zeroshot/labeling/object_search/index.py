@@ -258,7 +258,7 @@ def search(
     if brain_key not in samples.list_brain_runs():
         raise LabelingError(f"no brain run {brain_key!r}; build it with fz.index_objects(samples, brain_key=...)")
     config = samples.get_brain_info(brain_key).config
-    if not getattr(config, "patches_field", None) or config.model != EMBEDDINGS_ZOO_NAME:
+    if not _is_object_index(config):
         raise LabelingError(f"brain run {brain_key!r} is not an index of patches by fz.index_objects")
     prompt = check_prompts([prompt])[0]
     others = [p for p in check_prompts(list(prompts)) if p != prompt] if prompts else []
@@ -282,6 +282,16 @@ def search(
     best = ids.tolist()
     field = config.patches_field
     return samples.select_labels(ids=best, fields=field).to_patches(field).select(best, ordered=True)
+
+
+def object_indexes(samples: fo.core.collections.SampleCollection) -> list[str]:
+    """The brain keys of the indexes ``index_objects`` built on ``samples``' dataset (those ``search`` reads)."""
+    return [key for key in samples.list_brain_runs(type="similarity")
+            if _is_object_index(samples.get_brain_info(key).config)]
+
+
+def _is_object_index(config: Any) -> bool:
+    return bool(getattr(config, "patches_field", None)) and getattr(config, "model", None) == EMBEDDINGS_ZOO_NAME
 
 
 def _nearest_in(samples: fo.core.collections.SampleCollection, index: Any, prompt: str, count: int) -> np.ndarray:
