@@ -381,7 +381,9 @@ def test_panel_as_a_newcomer_meets_it(app, page, shapes_model):
 
 def test_text_search_over_indexed_candidates_in_the_app(app, page, zoo_source):
     """Index the candidates, open them as patches, type a prompt in the App's similarity search, show
-    its results: the first patches are objects of that class (by IoU with the ground truth)."""
+    its results: the first patches are objects of that class (by IoU with the ground truth). Then the
+    panel's Find objects over the same index: the grid shows exactly ``fz.search``'s patches, best
+    first (so its precision is fz.search's, which the App's cosine order does not reach)."""
     dataset, url, session = app
     fz.propose(dataset, progress=False)
     fz.index_objects(dataset, brain_key="objects", model="shapes-world", progress=False)
@@ -400,23 +402,6 @@ def test_text_search_over_indexed_candidates_in_the_app(app, page, zoo_source):
     _docs_shot(page, "search.png", "app-search.jpg")
     assert _precision(dataset, session.view.limit(3)) >= 2 / 3
 
-
-def _precision(dataset, patches) -> float:
-    """The share of ``patches`` (of the candidates field) that frame a ground-truth ``SEARCHED`` by IoU >= 0.5."""
-    hits = [bool(truth) and compute_ious([patch.candidates], truth).max() >= 0.5
-            for patch in patches
-            for truth in [[d for d in dataset[patch.sample_id].ground_truth.detections if d.label == SEARCHED]]]
-    return sum(hits) / max(1, len(hits))
-
-
-def test_find_objects_in_the_panel_shows_fz_search_order(app, page, zoo_source):
-    """The panel's Find objects box over the same index: the grid shows exactly ``fz.search``'s patches,
-    best first (so its precision is fz.search's, which the App's cosine search box does not reach)."""
-    dataset, url, session = app
-    fz.propose(dataset, progress=False)
-    fz.index_objects(dataset, brain_key="objects", model="shapes-world", progress=False)
-    page.goto(url)
-    _dismiss_banner(page)
     _open_panel(page, session, page.get_by_text("Find objects", exact=True).first)
     page.locator("textarea:not([aria-hidden])").first.fill(", ".join(OTHER_CLASSES))  # the Run section's prompts
     found = page.locator('xpath=//p[normalize-space()="What to find"]/following::input[1]')  # the panel's labels
@@ -429,3 +414,11 @@ def test_find_objects_in_the_panel_shows_fz_search_order(app, page, zoo_source):
     page.wait_for_timeout(3000)  # the grid redraws in the new order
     _docs_shot(page, "find-objects.png", "app-find-objects.jpg")
     assert _precision(dataset, session.view.limit(3)) >= 2 / 3
+
+
+def _precision(dataset, patches) -> float:
+    """The share of ``patches`` (of the candidates field) that frame a ground-truth ``SEARCHED`` by IoU >= 0.5."""
+    hits = [bool(truth) and compute_ious([patch.candidates], truth).max() >= 0.5
+            for patch in patches
+            for truth in [[d for d in dataset[patch.sample_id].ground_truth.detections if d.label == SEARCHED]]]
+    return sum(hits) / max(1, len(hits))

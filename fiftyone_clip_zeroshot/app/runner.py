@@ -16,7 +16,7 @@ from fiftyone_clip_zeroshot.core.models.prompt_templates import available_templa
 from fiftyone_clip_zeroshot.labeling.runs.jobs import SampleJob
 
 DELEGATE_ABOVE = 25  # samples; larger targets default to delegated execution, unless a warm run is short:
-WARM_MS = {"sliding_window": 40, "proposals": 25, "dense": 30}  # ms per image of a run of new prompts whose
+WARM_MS = {"sliding_window": 20, "proposals": 15, "dense": 18}  # ms per image of a run of new prompts whose
 # crops all come from the store: benchmarks/reprompt.py on the 2-core CPU with a margin (docs/speed.md);
 # occlusion's occluded crops follow the prompts
 INLINE_WARM_S = 60  # an embedded target runs inline while its warm run is estimated shorter than this
