@@ -276,7 +276,7 @@ def test_find_objects_shows_the_patches_fz_search_finds(plugin_dir, zoo_source, 
     expected = fz.search(dataset, "yellow circle", k=3, brain_key="objects", prompts=["purple circle", "red star"])
     assert len(shown) == 1 and fo.DatasetView._build(dataset, shown[0]).values("id") == expected.values("id")
     assert _state_after(result)["find_status"] == ("3 patches for `yellow circle`, best first (index `objects`, "
-                                                   "re-ranked against the 2 prompts of the Run section).")
+                                                   "re-ranked against the Run section's 2 prompts).")
     missing = _call(dataset, "on_find", dict(state, find_index="gone", find_prompt=""))  # a deleted index: the first
     assert _state_after(missing)["find_status"].startswith("Type what to find first")
     dataset.delete()

@@ -25,7 +25,7 @@ class FindSection:
     def on_find(self, ctx) -> None:
         """Show ``search``'s best patches for the typed text; the Run section's prompts compete with it."""
         state = ctx.panel.state
-        text, brain_key = (state.get("find_prompt") or "").strip(), _chosen_index(ctx)
+        text, brain_key = (state.get("find_prompt") or "").strip(), _chosen(object_indexes(ctx.dataset), state)
         if brain_key is None:
             state.set(STATUS, NO_INDEX)
             return
@@ -40,19 +40,19 @@ class FindSection:
             state.set(STATUS, f"Not searched: {error}")
             return
         ctx.ops.set_view(found)
-        against = f", re-ranked against the {len(rivals)} prompts of the Run section" if rivals else ""
+        against = f", re-ranked against the Run section's {len(rivals)} prompt{'s' * (len(rivals) > 1)}" * bool(rivals)
         state.set(STATUS, f"{len(found)} patches for `{text}`, best first (index `{brain_key}`{against}).")
 
     def render_find(self, ctx, panel: types.Object) -> None:
         """The section: the index, the text and how many patches, or how to build an index."""
-        chosen = _chosen_index(ctx)
+        state, indexes = ctx.panel.state, object_indexes(ctx.dataset)
+        chosen = _chosen(indexes, state)
         if chosen is None:
             panel.md(NO_INDEX, name="find_header")
             return
-        state = ctx.panel.state
         panel.md("**Find objects**", name="find_header")
         choices = types.Dropdown(label="Object index")
-        for key in object_indexes(ctx.dataset):
+        for key in indexes:
             choices.add_choice(key, label=key)
         panel.enum("find_index", choices.values(), view=choices, default=chosen)
         panel.str("find_prompt", label="What to find", default=state.get("find_prompt") or "",
@@ -64,8 +64,7 @@ class FindSection:
             panel.md(state.get(STATUS), name=STATUS)
 
 
-def _chosen_index(ctx) -> str | None:
+def _chosen(indexes: list[str], state) -> str | None:
     """The object index picked in the section, else the dataset's first (None: it has none)."""
-    indexes = object_indexes(ctx.dataset)
-    picked = ctx.panel.state.get("find_index")
+    picked = state.get("find_index")
     return picked if picked in indexes else next(iter(indexes), None)

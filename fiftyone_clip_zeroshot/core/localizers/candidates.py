@@ -45,11 +45,10 @@ def read(pixels: torch.Tensor, scorer: PromptScorer, opts: LocalizeOptions, heat
     every = None  # with embed_all_candidates: every box's probabilities, its crops now in the store
     if opts.embed_all_candidates and scorer.cache is not None:
         every = scorer.boxes(pixels, boxes, margins)
-    values = None
+    supports = None  # the support map's maximum in each box: what detect_objects gates with too
     if support is not None:
-        values = box_support(support, boxes, image_hw).float()
-        read = supported(values.cpu().numpy(), image_hw, opts)
-        ranks = values
+        ranks = supports = box_support(support, boxes, image_hw).float()
+        read = supported(ranks.cpu().numpy(), image_hw, opts)
     elif len(boxes) > candidate_cap(image_hw, opts):
         ranks = box_mean(rank_map(pixels, scorer, opts, heat_hw), boxes, image_hw)
         read = supported(ranks.cpu().numpy(), image_hw, opts, gate=False)
@@ -63,7 +62,7 @@ def read(pixels: torch.Tensor, scorer: PromptScorer, opts: LocalizeOptions, heat
     stand_in = ranks.clone()
     stand_in[index] = probs[index]
     heat = coverage_mean(window_centres(boxes), stand_in, image_hw, heat_hw)
-    return Evidence(heat, boxes, probs if opts.verify_margins else None, box_support=values)
+    return Evidence(heat, boxes, probs if opts.verify_margins else None, box_support=supports)
 
 
 def rank_map(
