@@ -15,8 +15,9 @@ from fiftyone_clip_zeroshot.labeling.object_search.index import object_indexes, 
 
 FIND_K = 10  # patches shown unless the section says otherwise
 STATUS = "find_status"
-NO_INDEX = ("**Find objects**: no object index on this dataset yet. Build one from Python with "
-            "`fz.propose` and `fz.index_objects` (docs/search.md); then search its patches here by text.")
+NO_INDEX = ("**Find objects**: no object index on this dataset yet. Build one with the operators *Propose "
+            "candidate objects* and *Index objects for text search* (or `fz.propose` and `fz.index_objects`, "
+            "docs/search.md); then search its patches here by text.")
 
 
 class FindSection:
