@@ -41,7 +41,8 @@ class FindSection:
             state.set(STATUS, f"Not searched: {error}")
             return
         ctx.ops.set_view(found)
-        against = f", re-ranked against the Run section's {len(rivals)} prompt{'s' * (len(rivals) > 1)}" * bool(rivals)
+        count = len(rivals)
+        against = f", re-ranked against the Run section's {count} prompt{'' if count == 1 else 's'}" if rivals else ""
         state.set(STATUS, f"{len(found)} patches for `{text}`, best first (index `{brain_key}`{against}).")
 
     def render_find(self, ctx, panel: types.Object) -> None:
