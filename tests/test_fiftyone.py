@@ -56,6 +56,7 @@ def test_detect_writes_detections_heatmaps_and_run_info(dataset, shapes_model):
     assert config.prompts == PROMPTS and config.model == "shapes-world"
     assert config.method == config.options["method"] == "sliding_window"
     assert config.options["batch_size"] == shapes_model.batch_size  # the value used, not None
+    assert config.options["refine_boxes"] is True
 
 
 def test_large_heatmaps_go_to_unique_pngs_and_rerun_replaces_them(dataset, shapes_model, tmp_root):

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from fiftyone_clip_zeroshot.core.geometry.boxes import make_detections, with_context
+from fiftyone_clip_zeroshot.core.geometry.framing import FRAME_WEIGHT, framing
 from fiftyone_clip_zeroshot.core.geometry.windows import (
     WindowGrid,
     box_support,
@@ -129,3 +130,36 @@ def test_a_part_of_a_small_object_merges_into_it_and_a_neighbour_stays():
     detections = make_detections(np.array(boxes), np.array([0.915, 0.915, 0.912, 0.8]), 0, "red circle")
     kept, over = _dedupe(detections, LocalizeOptions(method="dense"))
     assert over == 0 and sorted(kept.xyxy.tolist()) == sorted(boxes[:2] + boxes[3:])
+
+
+def _blob_map() -> np.ndarray:
+    """A 100x100 heatmap of a 200x200 image: an object's blob over image px 40..120 (cells 20..60)."""
+    heat = np.full((100, 100), 0.1, np.float32)
+    heat[20:60, 20:60] = 0.9
+    return heat
+
+
+def test_framing_is_highest_for_the_box_that_covers_the_blob_and_little_else():
+    tight, loose, partial = [40, 40, 120, 120], [20, 20, 140, 140], [40, 40, 80, 120]
+    score = framing(_blob_map(), np.array([tight, loose, partial], np.float64), (200, 200))
+    assert score[0] == pytest.approx(1.0)
+    assert score[1] == pytest.approx(40 * 40 / (60 * 60))  # the blob inside a box of 60x60 cells
+    assert score[2] == pytest.approx(0.8)  # the half box sees the blob's cells 20..45 across, grown 1.5 times
+    assert framing(np.zeros((100, 100), np.float32), np.array([tight], np.float64), (200, 200))[0] == 0
+
+
+def test_refined_dedupe_keeps_the_tight_box_of_a_near_tie_with_its_own_confidence():
+    """Measured on a photo scene (sliding window, shapes-photo): a loose box 0.907 suppressed the
+    tight one, 0.904. Ranked by confidence plus framing, the tight box stays with its own
+    confidence; a box more than FRAME_WEIGHT surer still wins; a box of another object stays."""
+    boxes = np.array([[20, 20, 140, 140], [40, 40, 120, 120], [150, 150, 190, 190]], np.float64)
+    options = LocalizeOptions(method="sliding_window")
+    frames = framing(_blob_map(), boxes, (200, 200))
+    for confidence, winner in (([0.907, 0.904, 0.8], 1), ([0.904 + FRAME_WEIGHT + 0.001, 0.904, 0.8], 0)):
+        detections = make_detections(boxes, np.array(confidence), 0, "a red circle")
+        kept, _ = _dedupe(detections, options, np.array(confidence) + FRAME_WEIGHT * frames)
+        assert kept.xyxy.tolist() == boxes[[winner, 2]].tolist()
+        assert kept.confidence.tolist() == pytest.approx([confidence[winner], 0.8])
+        assert set(kept.data) == {"prompt"}
+    unranked, _ = _dedupe(make_detections(boxes, np.array([0.907, 0.904, 0.8]), 0, "a red circle"), options)
+    assert unranked.xyxy.tolist() == boxes[[0, 2]].tolist()

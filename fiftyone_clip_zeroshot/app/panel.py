@@ -21,6 +21,8 @@ from fiftyone_clip_zeroshot.app.runner import (
     EMBED_ALL_LABEL,
     NO_TEMPLATES,
     PANEL_STATUS,
+    REFINE_HELP,
+    REFINE_LABEL,
     TEMPLATES_HELP,
     TEMPLATES_LABEL,
     runs_inline,
@@ -113,6 +115,7 @@ class ClipZeroShotPanel(ReviewSection, FindSection, foo.Panel):
                       confidence_thresh=state.get("threshold"), view_target=state.get("target"),
                       calibrated_from=state.get("inspect_field") if state.get("use_calibrated") else None,
                       embed_all_candidates=bool(state.get("embed_all_candidates")),
+                      refine_boxes=state.get("refine_boxes") is not False,
                       prompt_templates=templates_param(state.get("prompt_templates")),
                       delegate=not runs_inline(target, model, method), panel_id=ctx.panel_id)
         ctx.prompt(DETECT_URI, params=params, on_success=self.on_run_done, on_error=self.on_run_failed,
@@ -216,6 +219,8 @@ class ClipZeroShotPanel(ReviewSection, FindSection, foo.Panel):
                    default=state.get("target"), description=embedded_text(view, state.get("model")))
         panel.bool("embed_all_candidates", label=EMBED_ALL_LABEL, default=bool(state.get("embed_all_candidates")),
                    description=EMBED_ALL_HELP)
+        panel.bool("refine_boxes", label=REFINE_LABEL, default=state.get("refine_boxes") is not False,
+                   description=REFINE_HELP)
         panel.str("label_field", label="Write detections to", default=state.get("label_field"),
                   on_change=self.on_edit, description=overwrite_note(ctx.dataset, state.get("label_field")))
         panel.btn("run", label="Run detection", on_click=self.on_run, variant="contained")

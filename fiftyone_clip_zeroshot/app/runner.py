@@ -25,6 +25,9 @@ PANEL_STATUS = "status"  # the panel state key a run started from a panel report
 EMBED_ALL_LABEL = "Embed every candidate"  # the detect form's and the panel's embed_all_candidates
 EMBED_ALL_HELP = ("The first run encodes every candidate box once, so that later prompts on these samples "
                   "encode nothing (the embedding store)")
+REFINE_LABEL = "Refine boxes"  # the detect form's and the panel's refine_boxes
+REFINE_HELP = ("Of a prompt's overlapping boxes about as sure, keep the one that best frames the object "
+               "(fewer loose or partial boxes)")
 TEMPLATES_LABEL = "Prompt templates"  # the forms' and the panel's prompt_templates
 TEMPLATES_HELP = ("Read each prompt through a set of templates and average them (a prompt ensemble); prompts "
                   "are then class names ('cat'), not captions")

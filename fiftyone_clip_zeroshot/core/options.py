@@ -57,6 +57,7 @@ class LocalizeOptions:
     batch_size: int | None = None
     cache: bool | str = True  # the embedding store: True (the default folder), a folder, or False (none)
     embed_all_candidates: bool = False  # store every candidate's crops, so that any later prompt reads them all back
+    refine_boxes: bool = True  # of overlapping boxes of a prompt about as sure, keep the best frame (geometry.framing)
 
     @classmethod
     def create(cls, **options: Any) -> LocalizeOptions:

@@ -209,7 +209,7 @@ def box_support(heatmap: torch.Tensor, boxes: np.ndarray, image_hw: tuple[int, i
     """``(N, P)``: each prompt's heatmap maximum over the cells inside each xyxy box."""
     if len(boxes) == 0:
         return heatmap.new_zeros(0, heatmap.shape[0])
-    x1, y1, x2, y2 = _box_cells(boxes, image_hw, tuple(heatmap.shape[1:]))
+    x1, y1, x2, y2 = box_cells(boxes, image_hw, tuple(heatmap.shape[1:]))
     cells = heatmap.detach().cpu().numpy()  # a numpy slice's max costs a quarter of torch's
     return torch.from_numpy(np.stack([cells[:, b:d, a:c].max(axis=(1, 2)) for a, b, c, d in zip(x1, y1, x2, y2)])
                             ).to(heatmap.device)
@@ -218,13 +218,13 @@ def box_support(heatmap: torch.Tensor, boxes: np.ndarray, image_hw: tuple[int, i
 def box_mean(heatmap: torch.Tensor, boxes: np.ndarray, image_hw: tuple[int, int]) -> torch.Tensor:
     """``(N, P)``: each prompt's heatmap mean over the cells inside each xyxy box (an integral image)."""
     x1, y1, x2, y2 = (torch.as_tensor(c, device=heatmap.device)
-                      for c in _box_cells(boxes, image_hw, tuple(heatmap.shape[1:])))
+                      for c in box_cells(boxes, image_hw, tuple(heatmap.shape[1:])))
     integral = torch.nn.functional.pad(heatmap.double().cumsum(1).cumsum(2), (1, 0, 1, 0))
     sums = integral[:, y2, x2] - integral[:, y1, x2] - integral[:, y2, x1] + integral[:, y1, x1]
     return (sums / ((x2 - x1) * (y2 - y1))).T.float()
 
 
-def _box_cells(boxes: np.ndarray, image_hw: tuple[int, int], heat_hw: tuple[int, int]) -> tuple[np.ndarray, ...]:
+def box_cells(boxes: np.ndarray, image_hw: tuple[int, int], heat_hw: tuple[int, int]) -> tuple[np.ndarray, ...]:
     """Cell bounds ``x1, y1, x2, y2`` (ends exclusive, at least one cell) of xyxy image-px boxes."""
     (height, width), (h, w) = image_hw, heat_hw
     cells = np.asarray(boxes, np.float64).reshape(-1, 4) * np.array([w / width, h / height, w / width, h / height])

@@ -97,4 +97,5 @@ def sharpen(heatmap: torch.Tensor, support: torch.Tensor, proposed: Evidence) ->
     off-centre, or a part of it, light up around it on a model that names parts like wholes; a
     segment's crop does not, so the product peaks on the object."""
     agreed = torch.sqrt(heatmap.clamp(min=0) * proposed.heatmap.clamp(min=0))
-    return Evidence(agreed, proposed.boxes, proposed.probs, support_map=support, box_support=proposed.box_support)
+    return Evidence(agreed, proposed.boxes, proposed.probs, support_map=support, box_support=proposed.box_support,
+                    frame_map=proposed.heatmap)

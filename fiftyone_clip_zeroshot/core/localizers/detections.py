@@ -6,8 +6,9 @@ for the prompt inside the box reaches ``SUPPORT_GATE`` x the threshold (two inde
 must agree, which keeps absent prompts from drawing boxes). Each box takes the one prompt it
 fits best; boxes below ``confidence_thresh`` go, and so do boxes that are parts of a larger,
 about as confident box of another prompt. Duplicates are removed by IoU NMS and then by
-overlap with a surer box of the same prompt, and each prompt keeps its ``max_detections`` best
-(the count of the others is reported).
+overlap with a surer box of the same prompt (with ``refine_boxes``, in the order of confidence
+plus how well each box frames the prompt's map: ``core.geometry.framing``), and each prompt
+keeps its ``max_detections`` best (the count of the others is reported).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import supervision as sv
 import torch
 
 from fiftyone_clip_zeroshot.core.geometry.boxes import NESTED, SAME_OBJECT, finalize, make_detections
+from fiftyone_clip_zeroshot.core.geometry.framing import FRAME_WEIGHT, framing
 from fiftyone_clip_zeroshot.core.geometry.windows import box_support
 from fiftyone_clip_zeroshot.core.localizers.evidence import SUPPORT_GATE, Evidence
 
@@ -37,9 +39,10 @@ def detect_objects(
     boxes = evidence.boxes
     if len(boxes) == 0:
         return [(make_detections(np.zeros((0, 4)), np.zeros(0), p, prompt), 0) for p, prompt in enumerate(prompts)]
+    image_hw = (int(pixels.shape[1]), int(pixels.shape[2]))
     support = evidence.box_support
     if support is None:
-        support = box_support(evidence.support, boxes, tuple(pixels.shape[1:]))
+        support = box_support(evidence.support, boxes, image_hw)
     support = support.clamp(0, 1).cpu().numpy()
     if opts.verify_margins:
         probs = evidence.probs if evidence.probs is not None else scorer.boxes(pixels, boxes, opts.verify_margins)
@@ -50,10 +53,13 @@ def detect_objects(
     score = confidence[np.arange(len(boxes)), label]
     keep = (score >= opts.confidence_thresh) & (score > 0)  # at a threshold of 0, a box nothing vouched for
     keep &= ~_parts_of_others(boxes, label, score, keep)
-    return [
-        _dedupe(make_detections(boxes[keep & (label == p)], score[keep & (label == p)], p, prompt), opts)
-        for p, prompt in enumerate(prompts)
-    ]
+    heat = evidence.framing.detach().cpu().numpy() if opts.refine_boxes else None
+    out = []
+    for p, prompt in enumerate(prompts):
+        mine = keep & (label == p)
+        rank = None if heat is None else score[mine] + FRAME_WEIGHT * framing(heat[p], boxes[mine], image_hw)
+        out.append(_dedupe(make_detections(boxes[mine], score[mine], p, prompt), opts, rank))
+    return out
 
 
 def _parts_of_others(boxes: np.ndarray, label: np.ndarray, score: np.ndarray, kept: np.ndarray) -> np.ndarray:
@@ -76,11 +82,19 @@ def _parts_of_others(boxes: np.ndarray, label: np.ndarray, score: np.ndarray, ke
     return parts
 
 
-def _dedupe(detections: sv.Detections, opts: LocalizeOptions) -> tuple[sv.Detections, int]:
+def _dedupe(detections: sv.Detections, opts: LocalizeOptions, rank: np.ndarray | None = None
+            ) -> tuple[sv.Detections, int]:
     """IoU NMS, then boxes that lie mostly (``SAME_OBJECT``) inside a more confident one, then the
     ``max_detections`` best, and how many more there were. A box of a prompt mostly inside a surer
-    box of that prompt frames a part of the same object (a strip of a circle, a star's arm)."""
+    box of that prompt frames a part of the same object (a strip of a circle, a star's arm).
+    ``rank``: the order in which boxes suppress others (default: confidence); the survivors keep
+    their own confidence and are returned best first."""
+    if rank is not None:
+        detections.data["confidence"], detections.confidence = detections.confidence, rank.astype(np.float32)
     detections = finalize(detections, opts)
     if len(detections):
         detections = finalize(detections.with_nms(threshold=SAME_OBJECT, overlap_metric=sv.OverlapMetric.IOS), opts)
+    if rank is not None:
+        detections.confidence = detections.data.pop("confidence")
+        detections = detections[np.argsort(-detections.confidence, kind="stable")]
     return detections[: opts.max_detections], max(0, len(detections) - opts.max_detections)

@@ -20,7 +20,10 @@ class Evidence:
     crop probabilities at ``opts.verify_margins``, where the localizer already has them;
     ``support_map``: a probability-scale ``(P, h, w)`` map that gates which prompt a box may take
     (default: the heatmap); ``box_support``: the support map's maximum in each box ``(N, P)``
-    (``box_support``), where the localizer already has it.
+    (``box_support``), where the localizer already has it; ``frame_map``: the ``(P, h, w)`` map
+    boxes are framed against (``core.geometry.framing``; default: the heatmap): the candidates' own
+    map where a localizer sharpened its heatmap with it, since some models' own maps (dense patch
+    tokens that know little) would draw the frames astray.
     """
 
     heatmap: torch.Tensor
@@ -28,7 +31,12 @@ class Evidence:
     probs: torch.Tensor | None = None
     support_map: torch.Tensor | None = None
     box_support: torch.Tensor | None = None
+    frame_map: torch.Tensor | None = None
 
     @property
     def support(self) -> torch.Tensor:
         return self.heatmap if self.support_map is None else self.support_map
+
+    @property
+    def framing(self) -> torch.Tensor:
+        return self.heatmap if self.frame_map is None else self.frame_map
