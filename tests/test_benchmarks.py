@@ -105,3 +105,10 @@ def test_search_benchmark_smoke():
     row = next(line.split() for line in out.splitlines() if line.startswith("shapes-world"))
     assert int(row[1]) > 0 and 0 <= float(row[2]) <= 1 and 0 <= float(row[3]) <= 1
     assert "20 samples x" in out and "sklearn  build" in out and "fz.search" in out
+
+
+def test_video_benchmark_smoke():
+    out = _run("benchmarks/video.py", "--videos", "1", "--frames", "6", "--frame-step", "3", "--methods", "proposals",
+               "--backgrounds", "flat")
+    row = next(line.split() for line in out.splitlines() if line.startswith("shapes-world "))
+    assert row[1:3] == ["flat", "proposals"] and 0 <= float(row[3]) <= 1

@@ -68,7 +68,7 @@ def _muted_color(rng: np.random.Generator) -> tuple[int, int, int]:
     return tuple(int(255 * c) for c in colorsys.hsv_to_rgb(h, s, v))
 
 
-def _background(rng: np.random.Generator, width: int, height: int) -> Image.Image:
+def muted_background(rng: np.random.Generator, width: int, height: int) -> Image.Image:
     """Solid, gradient, stripe-texture or noise background in muted colours."""
     a = np.array(_muted_color(rng), np.float32)
     b = np.array(_muted_color(rng), np.float32)
@@ -92,7 +92,7 @@ def _background(rng: np.random.Generator, width: int, height: int) -> Image.Imag
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
 
 
-def _add_clutter(rng: np.random.Generator, img: Image.Image, count: int) -> None:
+def add_clutter(rng: np.random.Generator, img: Image.Image, count: int) -> None:
     """Thin muted lines, rings and dots: texture that is not an object."""
     draw = ImageDraw.Draw(img)
     w, h = img.size
@@ -110,7 +110,7 @@ def _add_clutter(rng: np.random.Generator, img: Image.Image, count: int) -> None
             draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=color)
 
 
-def _polygon(shape: str, cx: float, cy: float, size: float, angle: float) -> list[tuple[float, float]]:
+def polygon(shape: str, cx: float, cy: float, size: float, angle: float) -> list[tuple[float, float]]:
     """Vertices of ``shape`` whose unrotated extent is ``size`` pixels, rotated by ``angle``."""
     r = size / 2
     if shape == "circle":
@@ -145,7 +145,7 @@ def _draw_object(
 ) -> np.ndarray:
     """Draw ``label`` ("colour shape") centred at (cx, cy); returns its visible xyxy box."""
     color_name, shape = label.split(" ")
-    pts = _polygon(shape, cx, cy, size, rng.uniform(0, 2 * math.pi))
+    pts = polygon(shape, cx, cy, size, rng.uniform(0, 2 * math.pi))
     draw = ImageDraw.Draw(img)
     fill = _jitter(rng, COLORS[color_name])
     outline = tuple(int(c * 0.6) for c in fill) if rng.random() < 0.5 else None
@@ -197,8 +197,8 @@ def render_crop(seed: int, index: int, size: int = 64, mix: dict[str, float] | N
     kind = kinds[int(rng.choice(len(kinds), p=np.array([mix[k] for k in kinds]) / sum(mix.values())))]
     scale = int(rng.integers(2, 5))
     canvas = size * scale
-    img = _background(rng, canvas, canvas)
-    _add_clutter(rng, img, int(rng.integers(0, 8)))
+    img = muted_background(rng, canvas, canvas)
+    add_clutter(rng, img, int(rng.integers(0, 8)))
     photo_rng = _rng(seed, index, 5)
     if photos and photo_rng.random() < photo_share:
         img = _photo_background(photo_rng, photos, canvas)
@@ -319,8 +319,8 @@ def render_scene(
     """A scene with ``min_objects``..``max_objects`` shapes of ``sizes`` px (at most 90 % of the
     shorter side) drawn from ``classes``; overlaps are bounded, so crowded scenes may hold fewer."""
     rng = _rng(seed, index, 1)
-    img = _background(rng, width, height)
-    _add_clutter(rng, img, int(rng.integers(5, 30)))
+    img = muted_background(rng, width, height)
+    add_clutter(rng, img, int(rng.integers(5, 30)))
     return _place_shapes(rng, img, max_objects, classes, min_objects, sizes)
 
 
@@ -457,8 +457,8 @@ def render_hard_scene(seed: int, index: int, width: int = 512, height: int = 384
     fills (stripes, speckle, shading) on most, several instances of one class, shapes touching and
     partly hiding each other (each stays at least 60 % visible). Boxes frame the visible part."""
     rng = _rng(seed, index, 3)
-    img = _background(rng, width, height)
-    _add_clutter(rng, img, int(rng.integers(10, 40)))
+    img = muted_background(rng, width, height)
+    add_clutter(rng, img, int(rng.integers(10, 40)))
     canvas = np.asarray(img, np.float32).copy()
     owner = np.full((height, width), -1, np.int64)
     labels: list[str] = []
@@ -470,7 +470,7 @@ def render_hard_scene(seed: int, index: int, width: int = 512, height: int = 384
             size = float(np.exp(rng.uniform(np.log(30), np.log(0.6 * min(width, height)))))
             cx, cy = rng.uniform(size * 0.3, width - size * 0.3), rng.uniform(size * 0.3, height - size * 0.3)
             mask_img = Image.new("L", (width, height), 0)
-            outline = _polygon(label.split(" ")[1], cx, cy, size, rng.uniform(0, 2 * math.pi))
+            outline = polygon(label.split(" ")[1], cx, cy, size, rng.uniform(0, 2 * math.pi))
             ImageDraw.Draw(mask_img).polygon(outline, fill=255)
             mask = np.asarray(mask_img) > 127
             if not mask.any():

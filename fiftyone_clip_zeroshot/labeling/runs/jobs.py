@@ -292,7 +292,8 @@ def check_target(samples: Any, fields: dict[str, type], allow_empty: bool = Fals
     if samples.media_type != "image":
         raise LabelingError(
             f"only image collections are supported, this one has media type {samples.media_type!r}; "
-            "for videos, convert frames to images first (e.g. dataset.to_frames(sample_frames=True))"
+            "for videos, convert frames to images first (e.g. dataset.to_frames(sample_frames=True)), or localize "
+            "a video file's frames in Python with localize_video (docs/videos.md)"
         )
     if is_generated_view(samples):
         raise LabelingError(

@@ -1,0 +1,1 @@
+"""Videos: frames decoded in-process (``frames``), with no ffmpeg or ffprobe binary."""
