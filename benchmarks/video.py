@@ -24,18 +24,7 @@ from fiftyone_clip_zeroshot import load_model
 from fiftyone_clip_zeroshot.core.localizers import METHODS
 from fiftyone_clip_zeroshot.core.models.model import PACKAGED_MODELS
 from fiftyone_clip_zeroshot.core.quality import COLUMNS
-from fiftyone_clip_zeroshot.core.video.localize import localize_video
 from fiftyone_clip_zeroshot.shapes.video_quality import evaluate_videos, held_out_videos
-from fiftyone_clip_zeroshot.shapes.world import CLASSES
-
-
-def crops_per_frame(model, videos, method: str, frame_step: int, cache) -> float:
-    """Crops encoded per sampled frame by one run over ``videos``."""
-    encoded = frames = 0
-    for path, _ in videos:
-        for _, results in localize_video(path, list(CLASSES), model, method, frame_step, cache=cache):
-            encoded, frames = encoded + results[0].crops.computed, frames + 1
-    return encoded / max(frames, 1)
 
 
 def main() -> None:
@@ -62,10 +51,8 @@ def main() -> None:
                 for method in args.methods:
                     start = time.perf_counter()
                     with tempfile.TemporaryDirectory(prefix="video-store-") as store:
-                        quality = evaluate_videos(model, items, method, args.frame_step, cache=store)
-                    independent = crops_per_frame(model, items, method, args.frame_step, cache=False)
-                    with tempfile.TemporaryDirectory(prefix="video-store-") as store:
-                        stored = crops_per_frame(model, items, method, args.frame_step, cache=store)
+                        quality, stored = evaluate_videos(model, items, method, args.frame_step, cache=store)
+                    _, independent = evaluate_videos(model, items, method, args.frame_step, cache=False)
                     print(f"{quality.row(name, background)}  {stored:>8.1f} / {independent:<8.1f} "
                           f"({time.perf_counter() - start:.0f} s)", flush=True)
 

@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import NamedTuple
 
 import av
 import numpy as np
@@ -65,23 +66,35 @@ def render_video(seed: int, index: int, frame_count: int = 24, width: int = 320,
         image = base.copy()
         draw = ImageDraw.Draw(image)
         boxes, labels, ids = [], [], []
-        for object_id, (label, fill, size, start, velocity, angle, turn) in enumerate(objects, start=1):
-            cx, cy = start + velocity * t
-            points = np.array(polygon(label.split(" ")[1], cx, cy, size, angle + turn * t))
-            draw.polygon([tuple(p) for p in points], fill=fill)
+        for object_id, mover in enumerate(objects, start=1):
+            colour, shape = mover.label.split(" ")
+            cx, cy = mover.start + mover.velocity * t
+            points = np.array(polygon(shape, cx, cy, mover.size, mover.angle + mover.turn * t))
+            draw.polygon([tuple(p) for p in points], fill=COLORS[colour])
             low, high = np.clip(points.min(0), 0, [width, height]), np.clip(points.max(0), 0, [width, height])
             if (high - low).min() >= 2:  # at least a sliver in view
                 boxes.append(np.r_[low, high])
-                labels.append(label)
+                labels.append(mover.label)
                 ids.append(object_id)
         frames.append(image)
         truth.append(FrameTruth(np.array(boxes, np.float32).reshape(-1, 4), labels, ids))
     return ShapesVideo(frames, truth)
 
 
-def _moving_object(rng: np.random.Generator, width: int, height: int, frame_count: int) -> tuple:
-    """A class, fill, size, start centre, velocity (px per frame), angle and turn (rad per frame):
-    half of the objects cross a border during the video."""
+class _Mover(NamedTuple):
+    """One object of a video: its class, size, centre at frame 1, velocity (px per frame), angle and
+    turn (rad per frame)."""
+
+    label: str
+    size: float
+    start: np.ndarray
+    velocity: np.ndarray
+    angle: float
+    turn: float
+
+
+def _moving_object(rng: np.random.Generator, width: int, height: int, frame_count: int) -> _Mover:
+    """An object that crosses up to the frame's shorter side during the video, so some enter or leave it."""
     label = CLASSES[int(rng.integers(len(CLASSES)))]
     size = float(rng.uniform(0.15, 0.35) * min(width, height))
     start = np.array([rng.uniform(0, width), rng.uniform(0, height)])
@@ -89,7 +102,7 @@ def _moving_object(rng: np.random.Generator, width: int, height: int, frame_coun
     heading = rng.uniform(0, 2 * math.pi)
     velocity = speed * np.array([math.cos(heading), math.sin(heading)])
     angle, turn = rng.uniform(0, 2 * math.pi), rng.uniform(-0.05, 0.05)
-    return label, COLORS[label.split(" ")[0]], size, start, velocity, angle, turn
+    return _Mover(label, size, start, velocity, angle, turn)
 
 
 def write_video(path: str | Path, frames: list[Image.Image], frame_rate: int = 12, codec: str = "libx264") -> Path:

@@ -33,15 +33,18 @@ def held_out_videos(count: int, folder: str | Path, background: str = "flat", fr
 
 
 def evaluate_videos(model: ClipModel, videos: list[tuple[Path, ShapesVideo]], method: str, frame_step: int = 1,
-                    **options: Any) -> Quality:
-    """``localize_video`` with every class as a prompt on every ``frame_step``-th frame, scored per frame."""
+                    **options: Any) -> tuple[Quality, float]:
+    """``localize_video`` with every class as a prompt on every ``frame_step``-th frame, scored per
+    frame, and the crops it encoded per frame."""
     meter = QualityMeter(method)
+    encoded = frames = 0
     for path, video in videos:
         start = time.perf_counter()
         for number, results in localize_video(path, list(CLASSES), model, method, frame_step, **options):
             seconds, start = time.perf_counter() - start, time.perf_counter()
             meter.add(results, frame_truth(video.truth[number - 1]), video.frames[0].size, seconds)
-    return meter.result()
+            encoded, frames = encoded + results[0].crops.computed, frames + 1
+    return meter.result(), encoded / max(frames, 1)
 
 
 def frame_truth(truth: FrameTruth) -> sv.Detections:
